@@ -1,0 +1,1 @@
+"""Users, sign-up and login, JWTs for the API, account settings."""

@@ -1,0 +1,1 @@
+"""Shared REST API pieces: authentication that binds the owner, deny-by-default, error envelope."""

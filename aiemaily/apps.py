@@ -1,0 +1,15 @@
+"""Project-wide app: database role grants after migrations, management commands, shared pieces."""
+
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class AiemailyConfig(AppConfig):
+    name = "aiemaily"
+    label = "aiemaily"
+
+    def ready(self):
+        import aiemaily.api.schema  # noqa: F401 - registers the OpenAPI auth extension
+        from aiemaily.ownership.roles import grant_table_privileges
+
+        post_migrate.connect(grant_table_privileges, dispatch_uid="aiemaily_grants")

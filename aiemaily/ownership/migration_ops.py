@@ -1,0 +1,48 @@
+"""Migration operation that puts an owned table under PostgreSQL row-level security.
+
+Used in every migration that creates an owned model; tests/test_rls_catalog.py fails if a table
+with an owner_id column lacks it.
+"""
+
+from django.db import migrations
+
+POLICY = "owner_isolation"
+PREDICATE = "owner_id = NULLIF(current_setting('app.owner_id', true), '')::uuid"
+
+
+class EnableOwnerRLS(migrations.operations.base.Operation):
+    reduces_to_sql = True
+    reversible = True
+
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def _table(self, app_label, state):
+        return state.apps.get_model(app_label, self.model_name)._meta.db_table
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            return
+        table = schema_editor.quote_name(self._table(app_label, to_state))
+        schema_editor.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        schema_editor.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        schema_editor.execute(
+            f"CREATE POLICY {POLICY} ON {table} USING ({PREDICATE}) WITH CHECK ({PREDICATE})"
+        )
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            return
+        table = schema_editor.quote_name(self._table(app_label, from_state))
+        schema_editor.execute(f"DROP POLICY IF EXISTS {POLICY} ON {table}")
+        schema_editor.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+        schema_editor.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+
+    def describe(self):
+        return f"Enable owner row-level security on {self.model_name}"
+
+    def deconstruct(self):
+        return (self.__class__.__qualname__, [self.model_name], {})

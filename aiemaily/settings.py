@@ -1,0 +1,316 @@
+"""The one settings module. Every value comes from the environment through typed readers.
+
+Defaults fail closed: DEBUG is off, there is no SECRET_KEY outside development, ALLOWED_HOSTS is
+explicit. AIEMAILY_ENV selects the profile:
+  development  `make run`: embedded defaults (SQLite, filesystem broker), keys generated under var/
+  test         production security settings, but plain HTTP and un-hashed static files for pytest
+  production   everything strict; missing configuration stops the process
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+from aiemaily.env import env_bool, env_choice, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("AIEMAILY_VAR_DIR", str(BASE_DIR / "var")))
+
+AIEMAILY_ENV = env_choice("AIEMAILY_ENV", ("development", "test", "production"), "production")
+DEVELOPMENT = AIEMAILY_ENV == "development"
+PRODUCTION = AIEMAILY_ENV == "production"
+
+DEBUG = env_bool("DEBUG", False)
+if DEBUG and PRODUCTION:
+    raise ImproperlyConfigured("DEBUG cannot be on when AIEMAILY_ENV=production")
+
+# --- keys ---------------------------------------------------------------------------------------
+_dev_keys = None
+if DEVELOPMENT:
+    from aiemaily.devkeys import ensure_dev_keys
+
+    _dev_keys = ensure_dev_keys(VAR_DIR / "keys")
+
+
+def _key(name: str, dev_file: str) -> str:
+    value = env_secret(name)
+    if value:
+        return value
+    if _dev_keys is not None:
+        return _dev_keys[dev_file].read_text().strip()
+    raise ImproperlyConfigured(f"{name} (or {name}_FILE) must be set when AIEMAILY_ENV={AIEMAILY_ENV}")
+
+
+SECRET_KEY = _key("SECRET_KEY", "secret_key")
+if len(SECRET_KEY) < 40:
+    raise ImproperlyConfigured("SECRET_KEY must be at least 40 characters of random data")
+JWT_PRIVATE_KEY = _key("JWT_PRIVATE_KEY", "jwt_private")
+JWT_PUBLIC_KEY = _key("JWT_PUBLIC_KEY", "jwt_public")
+
+# --- hosts and origins ----------------------------------------------------------------------------
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEVELOPMENT else [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must list the host names this site answers to")
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000" if DEVELOPMENT else f"https://{ALLOWED_HOSTS[0]}")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- applications ---------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "corsheaders",
+    "csp",
+    "aiemaily.apps.AiemailyConfig",
+    "accounts",
+    "mail",
+    "secrets_vault",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "aiemaily.ownership.middleware.OwnerScopeMiddleware",
+]
+
+ROOT_URLCONF = "aiemaily.urls"
+WSGI_APPLICATION = "aiemaily.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- databases ------------------------------------------------------------------------------------
+# `default` connects as the application role: not superuser, not table owner, no BYPASSRLS.
+# `maintenance` connects as a role that may bypass row-level security; it is used only through
+# OwnedManager.unscoped(), which writes an audit line for every use.
+# Migrations run as the owning role: run `manage.py migrate` with DATABASE_URL set to that role.
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    _default_db = dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))
+    _maintenance_url = env_str("DATABASE_MAINTENANCE_URL", _database_url)
+    _maintenance_db = dj_database_url.parse(_maintenance_url)
+elif PRODUCTION:
+    raise ImproperlyConfigured("DATABASE_URL must be set when AIEMAILY_ENV=production")
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _default_db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "aiemaily.sqlite3",
+        # WAL lets the web process read while a worker writes.
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
+    }
+    _maintenance_db = dict(_default_db)
+DATABASES = {"default": _default_db, "maintenance": _maintenance_db}
+DATABASE_ROUTERS = ["aiemaily.ownership.routers.MaintenanceRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AIEMAILY_DB_APP_ROLE = env_str("AIEMAILY_DB_APP_ROLE", "aiemaily_app")
+AIEMAILY_DB_MAINTENANCE_ROLE = env_str("AIEMAILY_DB_MAINTENANCE_ROLE", "aiemaily_maintenance")
+
+# --- cache (login throttling, DRF throttling) -------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", ""),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- authentication -------------------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "home"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_THROTTLE_MAX_FAILURES = env_int("LOGIN_THROTTLE_MAX_FAILURES", 5)
+LOGIN_THROTTLE_IP_MAX_FAILURES = env_int("LOGIN_THROTTLE_IP_MAX_FAILURES", 50)
+LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 15 * 60)
+
+# --- cookies and transport security -----------------------------------------------------------------
+_secure_transport = not DEVELOPMENT
+SESSION_COOKIE_SECURE = _secure_transport
+CSRF_COOKIE_SECURE = _secure_transport
+# The __Host- prefix makes browsers refuse the cookie unless it is Secure, host-only and Path=/.
+SESSION_COOKIE_NAME = "__Host-sessionid" if _secure_transport else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if _secure_transport else "csrftoken"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Strict"
+SESSION_COOKIE_AGE = 14 * 24 * 3600
+SECURE_SSL_REDIRECT = env_bool("AIEMAILY_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = 0 if DEVELOPMENT else 63072000
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env_bool("AIEMAILY_BEHIND_PROXY", PRODUCTION):
+    # Only nginx (deploy/nginx) talks to gunicorn, and it overwrites this header on every request.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
+
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_ALLOW_CREDENTIALS = False
+
+# --- static files ----------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles" if PRODUCTION else VAR_DIR / "static")))
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = not PRODUCTION
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- REST API --------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["aiemaily.api.authentication.OwnerBoundJWTAuthentication"],
+    # Denied unless a view says who may use it (see tests/test_api_conventions.py).
+    "DEFAULT_PERMISSION_CLASSES": ["aiemaily.api.permissions.DenyAll"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "aiemaily.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("API_THROTTLE_ANON", "60/min"),
+        "user": env_str("API_THROTTLE_USER", "600/min"),
+        "auth": env_str("API_THROTTLE_AUTH", "20/min"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+JWT_AUDIENCE = env_str("JWT_AUDIENCE", "aiemaily-api")
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 5)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 7)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    # Ed25519: the web tier signs, anything that only verifies needs nothing but the public key.
+    "ALGORITHM": "EdDSA",
+    "SIGNING_KEY": JWT_PRIVATE_KEY,
+    "VERIFYING_KEY": JWT_PUBLIC_KEY,
+    "AUDIENCE": JWT_AUDIENCE,
+    "ISSUER": SITE_URL,
+    "LEEWAY": 0,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "sub",
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.api.serializers.TokenObtainSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.api.serializers.TokenRefreshSerializer",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Aiemaily API",
+    "DESCRIPTION": "The Aiemaily REST API. Authenticate with `Authorization: Bearer <JWT>`.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+}
+
+# --- Celery ----------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+if not CELERY_BROKER_URL:
+    if PRODUCTION:
+        raise ImproperlyConfigured("CELERY_BROKER_URL must be set when AIEMAILY_ENV=production")
+    CELERY_BROKER_URL = "filesystem://"
+CELERY_BROKER_FOLDER = VAR_DIR / "celery"
+
+# --- logging ---------------------------------------------------------------------------------------
+LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "text" if DEVELOPMENT else "json")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "aiemaily.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "json": {"()": "aiemaily.logging.JsonFormatter"},
+        "text": {"()": "aiemaily.logging.RedactingTextFormatter",
+                 "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "celery": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
+}
+DEFAULT_EXCEPTION_REPORTER = "aiemaily.logging.SecretRedactingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "aiemaily.logging.SecretRedactingExceptionReporterFilter"

@@ -1,0 +1,1 @@
+"""Stripe-hosted billing: Checkout, Customer Portal, webhooks, plan gating."""

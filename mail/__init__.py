@@ -1,0 +1,1 @@
+"""Mail connections, providers, sync, messages and actions."""

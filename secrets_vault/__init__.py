@@ -1,0 +1,1 @@
+"""The secrets vault: envelope encryption, KMS backends, leases, rotation, audit."""

@@ -1,0 +1,128 @@
+"""Test harness: one PostgreSQL database per xdist worker, the three roles, migrations as the owner.
+
+The suite connects as the application role (RLS applies), exactly as web and workers do; only
+migrations run as the owning role. scripts/testenv.py starts the servers and sets the environment.
+"""
+
+import os
+import uuid
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections
+from psycopg import sql
+from rest_framework.test import APIClient
+
+from aiemaily.ownership.roles import ensure_roles
+from tests.factories import UserFactory
+
+OWNER_ROLE = "aiemaily_owner"
+ROLE_LOCK = 7314159  # advisory lock id: workers create cluster-wide roles one at a time
+
+
+def _admin_connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker):
+    admin_url = os.environ["TEST_DATABASE_URL"]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"aiemaily_test_{os.environ.get('AIEMAILY_TEST_RUN', 'x')}_{worker}"
+    password = os.environ.get("AIEMAILY_TEST_ROLE_PASSWORD")
+    parts = urlsplit(admin_url)
+
+    with _admin_connect(admin_url) as admin:
+        admin.execute("SELECT pg_advisory_lock(%s)", [ROLE_LOCK])
+        try:
+            exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [OWNER_ROLE]).fetchone()
+            admin.execute(
+                sql.SQL("{} ROLE {} LOGIN NOSUPERUSER CREATEDB NOBYPASSRLS").format(
+                    sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(OWNER_ROLE)
+                )
+            )
+            with admin.cursor() as cursor:
+                ensure_roles(
+                    cursor,
+                    owner_role=OWNER_ROLE,
+                    app_role=settings.AIEMAILY_DB_APP_ROLE,
+                    maintenance_role=settings.AIEMAILY_DB_MAINTENANCE_ROLE,
+                    password=password,
+                )
+        finally:
+            admin.execute("SELECT pg_advisory_unlock(%s)", [ROLE_LOCK])
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER_ROLE))
+        )
+
+    for alias, role in (
+        ("default", settings.AIEMAILY_DB_APP_ROLE),
+        ("maintenance", settings.AIEMAILY_DB_MAINTENANCE_ROLE),
+    ):
+        connection = connections[alias]
+        connection.close()
+        connection.settings_dict.update(
+            NAME=name, USER=role, PASSWORD=password or "", HOST=parts.hostname, PORT=str(parts.port or 5432)
+        )
+
+    with django_db_blocker.unblock():
+        default = connections["default"]
+        default.settings_dict["USER"] = OWNER_ROLE
+        try:
+            call_command("migrate", verbosity=0, interactive=False)
+            with default.cursor() as cursor:
+                # Test-only: pytest-django empties tables between transactional tests with TRUNCATE.
+                cursor.execute(
+                    sql.SQL("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {}").format(
+                        sql.Identifier(settings.AIEMAILY_DB_APP_ROLE)
+                    ).as_string(cursor.connection)
+                )
+        finally:
+            default.close()
+            default.settings_dict["USER"] = settings.AIEMAILY_DB_APP_ROLE
+
+    yield
+
+    for alias in connections:
+        connections[alias].close()
+    with _admin_connect(admin_url) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def stranger(db):
+    return UserFactory()
+
+
+def issue_tokens(client, user, password="correct horse battery staple"):
+    response = client.post("/api/v1/auth/token", {"email": user.email, "password": password}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.fixture
+def auth_client(user):
+    client = APIClient()
+    tokens = issue_tokens(client, user)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    client.user = user
+    return client
+
+
+@pytest.fixture
+def unique_email():
+    return f"user-{uuid.uuid4().hex[:12]}@example.test"
