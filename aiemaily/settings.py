@@ -289,7 +289,28 @@ if not CELERY_BROKER_URL:
     if PRODUCTION:
         raise ImproperlyConfigured("CELERY_BROKER_URL must be set when AIEMAILY_ENV=production")
     CELERY_BROKER_URL = "filesystem://"
-CELERY_BROKER_FOLDER = VAR_DIR / "celery"
+    _queue_folder = VAR_DIR / "celery" / "queue"
+    _queue_folder.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_folder),
+        "data_folder_out": str(_queue_folder),
+        "store_processed": False,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]  # never pickle
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "sync"
+CELERY_TASK_ROUTES = {
+    "secrets_vault.tasks.*": {"queue": "vault"},
+    "mail.tasks.*": {"queue": "sync"},
+    "aiemaily.tasks.*": {"queue": "sync"},
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- logging ---------------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "text" if DEVELOPMENT else "json")
