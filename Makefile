@@ -29,7 +29,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python scripts/testenv.py -p no:xdist -o addopts="" benchmarks -q -s
+	$(BIN)/python scripts/testenv.py -p no:xdist -o addopts="" -o python_files="bench_*.py" benchmarks -q -s $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles

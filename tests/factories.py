@@ -19,3 +19,15 @@ class UserFactory(factory.django.DjangoModelFactory):
     def _create(cls, model_class, *args, **kwargs):
         password = kwargs.pop("password", DEFAULT_PASSWORD)
         return model_class.objects.create_user(*args, password=password, **kwargs)
+
+
+def audit_event(owner, **fields):
+    """An audit event for `owner`, written in a transaction bound to that owner (as a worker would)."""
+    from aiemaily.ownership.binding import owner_scope
+    from secrets_vault.services import audit_record
+
+    fields.setdefault("action", "decrypt")
+    fields.setdefault("process", "vault")
+    fields.setdefault("purpose", "imap_password")
+    with owner_scope(owner):
+        return audit_record(owner_id=owner.pk, **fields)

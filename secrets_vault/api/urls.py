@@ -1,0 +1,8 @@
+from django.urls import path
+
+from secrets_vault.api import views
+
+urlpatterns = [
+    path("audit", views.AuditListApi.as_view(), name="api-audit"),
+    path("audit/<uuid:event_id>", views.AuditDetailApi.as_view(), name="api-audit-detail"),
+]

@@ -1,0 +1,14 @@
+"""Reads of the vault app, always scoped to one owner."""
+
+from django.shortcuts import get_object_or_404
+
+from secrets_vault.models import AuditEvent
+
+
+def audit_list(*, owner):
+    return AuditEvent.objects.for_owner(owner).order_by("-created_at", "-id")
+
+
+def audit_get(*, owner, event_id) -> AuditEvent:
+    """Another owner's event is indistinguishable from a missing one: 404."""
+    return get_object_or_404(AuditEvent.objects.for_owner(owner), pk=event_id)
