@@ -4,6 +4,7 @@ Production supplies every key through the environment (or NAME_FILE); this modul
 AIEMAILY_ENV=development and by the test harness.
 """
 
+import base64
 import os
 import secrets
 from pathlib import Path
@@ -43,3 +44,32 @@ def ensure_dev_keys(key_dir: Path) -> dict[str, Path]:
             )
         )
     return paths
+
+
+def ensure_dev_vault_keys(key_dir: Path) -> dict:
+    """Sealing key pairs for the vault and the sync pool, and the local KEK directory.
+
+    Returns {"env": {ENV_NAME_FILE: path}}; settings hand each private key only to the process
+    whose AIEMAILY_PROCESS may hold it.
+    """
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = {}
+    for role in ("vault", "sync"):
+        private_path = key_dir / f"{role}-x25519.key"
+        public_path = key_dir / f"{role}-x25519.pub"
+        if not private_path.exists():
+            private = X25519PrivateKey.generate()
+            raw = private.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+            public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            _write_private(private_path, base64.b64encode(raw))
+            public_path.write_bytes(base64.b64encode(public))
+        env[f"AIEMAILY_{role.upper()}_PRIVATE_KEY_FILE"] = private_path
+        env[f"AIEMAILY_{role.upper()}_PUBLIC_KEY_FILE"] = public_path
+    kek_dir = key_dir / "kek"
+    kek_dir.mkdir(exist_ok=True, mode=0o700)
+    env["AIEMAILY_KMS_LOCAL_DIR"] = kek_dir
+    return {"env": env}

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "aiemaily.security.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -133,7 +134,7 @@ else:
     }
     _maintenance_db = dict(_default_db)
 DATABASES = {"default": _default_db, "maintenance": _maintenance_db}
-DATABASE_ROUTERS = ["aiemaily.ownership.routers.MaintenanceRouter"]
+DATABASE_ROUTERS = ["secrets_vault.routers.VaultRouter", "aiemaily.ownership.routers.MaintenanceRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AIEMAILY_DB_APP_ROLE = env_str("AIEMAILY_DB_APP_ROLE", "aiemaily_app")
 AIEMAILY_DB_MAINTENANCE_ROLE = env_str("AIEMAILY_DB_MAINTENANCE_ROLE", "aiemaily_maintenance")
@@ -190,24 +191,86 @@ if env_bool("AIEMAILY_BEHIND_PROXY", PRODUCTION):
     # Only nginx (deploy/nginx) talks to gunicorn, and it overwrites this header on every request.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+
+def _https_origins(name: str, values: list[str]) -> list[str]:
+    # Each value becomes a CSP source or a CORS origin verbatim: refuse anything that could smuggle
+    # a keyword (quotes), a second directive (;) or a wildcard into the header.
+    for value in values:
+        if not value.startswith("https://") and not DEVELOPMENT:
+            raise ImproperlyConfigured(f"{name}: {value!r} must be an https:// origin")
+        if any(ch in value for ch in " ;,'\"*") or value.count("/") > 2:
+            raise ImproperlyConfigured(f"{name}: {value!r} must be a bare origin like https://api.example.com")
+    return values
+
+
+# report-uri (older browsers) and report-to (the Reporting API) both point at /csp-report;
+# SecurityHeadersMiddleware sends the Reporting-Endpoints header that names the group.
+AIEMAILY_CSP_REPORT_URI = "/csp-report"
+AIEMAILY_CSP_REPORT_GROUP = "csp-endpoint"
+# Named API hosts the browser code may call besides our own origin (comma list of https origins).
+AIEMAILY_CSP_CONNECT_SRC = _https_origins("AIEMAILY_CSP_CONNECT_SRC", env_list("AIEMAILY_CSP_CONNECT_SRC", []))
+# No 'strict-dynamic': a page that never reads request.csp_nonce gets no nonce in its header, and
+# 'strict-dynamic' without a nonce would block even our own 'self' scripts. Scripts come from
+# 'self' (static files) and may carry the per-response nonce; nothing inline, no eval, anywhere.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF, NONCE],
+        "script-src-attr": [NONE],
         "style-src": [SELF],
         "img-src": [SELF, "data:"],
         "font-src": [SELF],
-        "connect-src": [SELF],
+        "connect-src": [SELF, *AIEMAILY_CSP_CONNECT_SRC],
         "object-src": [NONE],
         "base-uri": [NONE],
         "frame-ancestors": [NONE],
         "form-action": [SELF],
+        # Over plain HTTP (test, development) upgrading would break every subresource.
+        "upgrade-insecure-requests": PRODUCTION,
+        "report-uri": [AIEMAILY_CSP_REPORT_URI],
+        "report-to": AIEMAILY_CSP_REPORT_GROUP,
     },
 }
 
-CORS_URLS_REGEX = r"^/api/.*$"
-CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+# CORS: default deny. Only the versioned API answers cross-origin requests, and only for the listed
+# production and staging origins; webhooks, OAuth callbacks, admin, pages and /csp-report never do
+# (the negative look-ahead keeps webhook/OAuth routes out even if they ever move under /api/v1/).
+CORS_URLS_REGEX = r"^/api/v1/(?!(?:.*/)?(?:webhooks?|oauth)(?:/|$)).*$"
+CORS_ALLOWED_ORIGINS = _https_origins("CORS_ALLOWED_ORIGINS", env_list("CORS_ALLOWED_ORIGINS", []))
 CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_METHODS = ("DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT")
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key")
+CORS_EXPOSE_HEADERS = ("Idempotent-Replayed",)
+CORS_PREFLIGHT_MAX_AGE = 600
+
+# Headers SecurityHeadersMiddleware adds (Django sends HSTS, nosniff, Referrer-Policy and COOP).
+# Only features Chromium recognises: an unknown one is a console error on every page.
+PERMISSIONS_POLICY = {
+    feature: "()"
+    for feature in (
+        "accelerometer", "autoplay", "bluetooth", "camera", "display-capture", "encrypted-media",
+        "fullscreen", "geolocation", "gyroscope", "hid", "idle-detection", "magnetometer", "microphone",
+        "midi", "payment", "picture-in-picture", "publickey-credentials-get", "screen-wake-lock",
+        "serial", "usb", "xr-spatial-tracking",
+    )
+}
+CROSS_ORIGIN_RESOURCE_POLICY = "same-origin"
+
+# /csp-report: at most AIEMAILY_CSP_REPORT_RATE_LIMIT reports per client IP per window, each body capped.
+AIEMAILY_CSP_REPORT_MAX_BYTES = env_int("AIEMAILY_CSP_REPORT_MAX_BYTES", 16 * 1024)
+AIEMAILY_CSP_REPORT_RATE_LIMIT = env_int("AIEMAILY_CSP_REPORT_RATE_LIMIT", 30)
+AIEMAILY_CSP_REPORT_RATE_WINDOW_SECONDS = env_int("AIEMAILY_CSP_REPORT_RATE_WINDOW_SECONDS", 60)
+
+# Outbound connections to user-supplied hosts (aiemaily.security.netguard): private, loopback and
+# link-local destinations are refused unless listed here (host names, addresses or CIDR networks).
+# Development allows this machine, so a local test mailbox works; nothing else does by default.
+AIEMAILY_ALLOWED_PRIVATE_HOSTS = env_list(
+    "AIEMAILY_ALLOWED_PRIVATE_HOSTS", ["127.0.0.1", "::1", "localhost"] if DEVELOPMENT else []
+)
+
+# The signed image proxy (/image-proxy) for "load images" in a message.
+AIEMAILY_IMAGE_PROXY_MAX_BYTES = env_int("AIEMAILY_IMAGE_PROXY_MAX_BYTES", 5 * 1024 * 1024)
+AIEMAILY_IMAGE_PROXY_TIMEOUT = env_int("AIEMAILY_IMAGE_PROXY_TIMEOUT", 10)
 
 # --- static files ----------------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -311,6 +374,72 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- trust zones: which process holds which key (DESIGN.md "Processes and trust zones") ----------
+# AIEMAILY_PROCESS names the process. Each private key, the KEK and the DEK store are configured only
+# for the process that may hold them; everywhere else they are None and the code that needs them
+# refuses to run (secrets_vault.keystore.VaultNotHere). Public sealing keys are known to everyone.
+AIEMAILY_PROCESS = env_choice("AIEMAILY_PROCESS", ("web", "vault", "sync", "beat", "idle", "test"), "web")
+if AIEMAILY_PROCESS == "test" and PRODUCTION:
+    raise ImproperlyConfigured("AIEMAILY_PROCESS=test plays every role and is refused in production")
+_plays = {AIEMAILY_PROCESS} if AIEMAILY_PROCESS != "test" else {"web", "vault", "sync", "idle"}
+if DEVELOPMENT:
+    from aiemaily.devkeys import ensure_dev_vault_keys
+
+    _dev_vault = ensure_dev_vault_keys(VAR_DIR / "keys")
+    for _name, _path in _dev_vault["env"].items():
+        _role = "vault" if _name.startswith(("AIEMAILY_VAULT_PRIVATE", "AIEMAILY_KMS_LOCAL")) else (
+            "sync" if _name.startswith("AIEMAILY_SYNC_PRIVATE") else "all")
+        if _role == "all" or _role in _plays or (_role == "sync" and "idle" in _plays):
+            __import__("os").environ.setdefault(_name, str(_path))
+
+
+def _public_key(name: str) -> str | None:
+    value = env_secret(name)
+    if value is None and PRODUCTION:
+        raise ImproperlyConfigured(f"{name} (or {name}_FILE) must be set")
+    return value
+
+
+AIEMAILY_VAULT_PUBLIC_KEY = _public_key("AIEMAILY_VAULT_PUBLIC_KEY")
+AIEMAILY_SYNC_PUBLIC_KEY = _public_key("AIEMAILY_SYNC_PUBLIC_KEY")
+AIEMAILY_VAULT_PRIVATE_KEY = env_secret("AIEMAILY_VAULT_PRIVATE_KEY") if "vault" in _plays else None
+AIEMAILY_SYNC_PRIVATE_KEY = env_secret("AIEMAILY_SYNC_PRIVATE_KEY") if _plays & {"sync", "idle"} else None
+
+AIEMAILY_KMS = env_choice("AIEMAILY_KMS", ("local", "pkcs11", "aws"), "local")
+AIEMAILY_KMS_CONFIG = None
+if "vault" in _plays:
+    if AIEMAILY_KMS == "local":
+        # Outside production the first KEK version is created on first use; production creates it
+        # on purpose with `manage.py vault_rotate_kek --init`.
+        AIEMAILY_KMS_CONFIG = {"backend": "local", "key_dir": env_str("AIEMAILY_KMS_LOCAL_DIR"),
+                               "create": not PRODUCTION}
+    elif AIEMAILY_KMS == "pkcs11":
+        AIEMAILY_KMS_CONFIG = {
+            "backend": "pkcs11",
+            "module": env_str("AIEMAILY_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"),
+            "token_label": env_str("AIEMAILY_PKCS11_TOKEN"),
+            "user_pin": env_secret("AIEMAILY_PKCS11_PIN"),
+            "key_label": env_str("AIEMAILY_PKCS11_KEY_LABEL", "aiemaily-kek"),
+        }
+    else:
+        AIEMAILY_KMS_CONFIG = {
+            "backend": "aws",
+            "key_id": env_str("AIEMAILY_AWS_KMS_KEY_ID"),
+            "region": env_str("AWS_REGION", "us-east-1"),
+            "endpoint_url": env_str("AIEMAILY_AWS_KMS_ENDPOINT"),
+        }
+    _vault_url = env_str("VAULT_DATABASE_URL")
+    if _vault_url:
+        DATABASES["vault"] = dj_database_url.parse(_vault_url)
+    elif not PRODUCTION:
+        DATABASES["vault"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "vault.sqlite3"}
+    else:
+        raise ImproperlyConfigured("VAULT_DATABASE_URL must be set for the vault process")
+# DEK cache in worker-vault: like the AWS Encryption SDK's caching manager, bounded in age and uses.
+AIEMAILY_DEK_CACHE_SECONDS = env_int("AIEMAILY_DEK_CACHE_SECONDS", 300)
+AIEMAILY_DEK_CACHE_USES = env_int("AIEMAILY_DEK_CACHE_USES", 1000)
+AIEMAILY_LEASE_SECONDS = env_int("AIEMAILY_LEASE_SECONDS", 300)
 
 # --- logging ---------------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "text" if DEVELOPMENT else "json")

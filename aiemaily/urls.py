@@ -5,6 +5,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from aiemaily import views
+from aiemaily.security.csp_report import csp_report
+from aiemaily.security.imageproxy import image_proxy
 
 api_v1 = [
     path("", include("accounts.api.urls")),
@@ -15,6 +17,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
+    path("csp-report", csp_report, name="csp-report"),
+    path("image-proxy", image_proxy, name="image-proxy"),
     path("accounts/", include("accounts.urls")),
     path("settings/", include("secrets_vault.urls")),
     path("admin/", admin.site.urls),

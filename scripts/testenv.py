@@ -127,9 +127,10 @@ def start_redis(stack: ExitStack, tmp: Path) -> str:
 
 
 def test_environment(tmp: Path, database_url: str, redis_url: str) -> dict[str, str]:
-    from aiemaily.devkeys import ensure_dev_keys
+    from aiemaily.devkeys import ensure_dev_keys, ensure_dev_vault_keys
 
     keys = ensure_dev_keys(tmp / "keys")
+    vault_keys = {name: str(path) for name, path in ensure_dev_vault_keys(tmp / "keys")["env"].items()}
     from urllib.parse import urlsplit
 
     db = urlsplit(database_url)
@@ -144,6 +145,11 @@ def test_environment(tmp: Path, database_url: str, redis_url: str) -> dict[str, 
         # conftest.py swaps in the per-worker database name; the roles are created there.
         "DATABASE_URL": f"postgresql://aiemaily_app@{host}/aiemaily_test",
         "DATABASE_MAINTENANCE_URL": f"postgresql://aiemaily_maintenance@{host}/aiemaily_test",
+        "VAULT_DATABASE_URL": f"postgresql://aiemaily_app@{host}/aiemaily_test_vault",
+        # The pytest process plays every role; tests that prove isolation start real processes
+        # (web, worker-vault, worker-sync) with only their own keys.
+        "AIEMAILY_PROCESS": "test",
+        **vault_keys,
         "CELERY_BROKER_URL": f"{redis}/2",
         "REDIS_URL": f"{redis}/1",
         "SECRET_KEY_FILE": str(keys["secret_key"]),

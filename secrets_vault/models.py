@@ -1,6 +1,8 @@
-"""Vault records in the main database: the audit trail of every use of a user's secrets.
+"""Vault records: secrets (ciphertext only), BYOK key metadata, the audit trail, and the DEK store.
 
-(The DEK store lives in the separate `vault` database alias; see secrets_vault/keystore.py.)
+`Secret`, `AiKey` and `AuditEvent` live in the main database under owner scoping. `DataKey` lives in
+the separate `vault` database (secrets_vault/routers.py), so the wrapped DEK never sits beside the
+ciphertext it protects, and only worker-vault can reach it.
 """
 
 import uuid
@@ -9,6 +11,73 @@ from django.db import models
 from django.utils import timezone
 
 from aiemaily.ownership.models import OwnedModel
+
+
+class Purpose(models.TextChoices):
+    IMAP_PASSWORD = "imap_password", "IMAP password"
+    SMTP_PASSWORD = "smtp_password", "SMTP password"
+    OAUTH_REFRESH_TOKEN = "oauth_refresh_token", "OAuth refresh token"
+    OAUTH_GRANT = "oauth_grant", "OAuth authorization code"
+    AI_KEY = "ai_key", "AI provider key"
+
+
+class Secret(OwnedModel):
+    """One secret held for a user. There is no plaintext column, anywhere.
+
+    Lifecycle: web creates the row with `sealed` (the value sealed to the vault's public key, which
+    web itself cannot open); worker-vault unseals it, encrypts it under the owner's DEK into
+    `ciphertext`, and clears `sealed`.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting for the vault"
+        STORED = "stored", "stored"
+        FAILED = "failed", "could not be stored"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    purpose = models.CharField(max_length=32, choices=Purpose.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    sealed = models.BinaryField(null=True, editable=False)
+    ciphertext = models.BinaryField(null=True, editable=False)
+    dek_version = models.PositiveIntegerField(null=True, editable=False)
+    hint = models.CharField(max_length=16, blank=True, help_text="non-secret, e.g. the last 4 characters")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(state="pending", sealed__isnull=False)
+                    | models.Q(state="stored", ciphertext__isnull=False, sealed__isnull=True,
+                               dek_version__isnull=False)
+                    | models.Q(state="failed", sealed__isnull=True)
+                ),
+                name="secret_state_matches_payload",
+            )
+        ]
+
+    def __str__(self):
+        return f"<Secret {self.id} {self.purpose} {self.state}>"
+
+    __repr__ = __str__
+
+
+class AiKey(OwnedModel):
+    """A user's own AI provider key (BYOK): metadata here, the key itself in a Secret."""
+
+    class Provider(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    base_url = models.URLField(max_length=300, blank=True)
+    secret = models.OneToOneField(Secret, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
 
 
 class AuditEvent(OwnedModel):
@@ -37,3 +106,32 @@ class AuditEvent(OwnedModel):
 
     def __str__(self):
         return f"{self.action} {self.purpose} by {self.process}"
+
+
+class DataKey(models.Model):
+    """A user's data encryption key, wrapped by the KEK. Lives in the `vault` database only.
+
+    No foreign key to the user (another database); `owner_id` is also the KMS wrapping context, so
+    a wrapped DEK copied to another owner's row cannot be unwrapped.
+    """
+
+    owner_id = models.UUIDField(db_index=True)
+    version = models.PositiveIntegerField()
+    wrapped = models.BinaryField()
+    kek_id = models.CharField(max_length=200)
+    kek_version = models.PositiveIntegerField()
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner_id", "version"], name="datakey_owner_version"),
+            models.UniqueConstraint(
+                fields=["owner_id"], condition=models.Q(active=True), name="datakey_one_active_per_owner"
+            ),
+        ]
+
+    def __str__(self):
+        return f"<DataKey owner={self.owner_id} v{self.version} kek=v{self.kek_version}>"
+
+    __repr__ = __str__

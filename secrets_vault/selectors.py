@@ -12,3 +12,9 @@ def audit_list(*, owner):
 def audit_get(*, owner, event_id) -> AuditEvent:
     """Another owner's event is indistinguishable from a missing one: 404."""
     return get_object_or_404(AuditEvent.objects.for_owner(owner), pk=event_id)
+
+
+def ai_key_list(*, owner):
+    from secrets_vault.models import AiKey
+
+    return AiKey.objects.for_owner(owner).select_related("secret").order_by("-created_at", "-id")

@@ -1,6 +1,23 @@
-"""Writes of the vault app. Every function is keyword-only and named <entity>_<verb>."""
+"""Writes of the vault app. Keyword-only functions named <entity>_<verb>.
 
-from secrets_vault.models import AuditEvent
+Two groups, by the process allowed to run them:
+  web:   secret_submit (seal on arrival), secret_forget, ai_key_add / ai_key_delete, audit_record
+  vault: secret_store_sealed, secret_reveal_for_lease, secret_reencrypt, owner_shred (keystore calls)
+"""
+
+import logging
+from contextlib import contextmanager
+
+from django.db import transaction
+from django.utils import timezone
+
+from aiemaily.ownership.binding import owner_scope
+from secrets_vault import keystore
+from secrets_vault.crypto import CiphertextError, SecretStr, decrypt, encrypt, unseal
+from secrets_vault.models import AiKey, AuditEvent, Secret
+from secrets_vault.sealing import Lease, lease_seal, seal_aad, seal_for_vault, secret_aad
+
+logger = logging.getLogger(__name__)
 
 
 def audit_record(*, owner_id, action: str, process: str, purpose: str = "", subject: str = "",
@@ -10,3 +27,157 @@ def audit_record(*, owner_id, action: str, process: str, purpose: str = "", subj
         owner_id=owner_id, action=action, process=process, purpose=purpose[:64], subject=str(subject)[:128],
         detail=detail[:255],
     )
+
+
+# --- web ---------------------------------------------------------------------------------------
+
+def secret_submit(*, owner, purpose: str, value: SecretStr, hint: str = "") -> Secret:
+    """Seal a secret to the vault and queue its storage. The web tier never sees it again.
+
+    The sealed value waits in the row (not in the broker), so a lost broker message loses nothing:
+    the vault picks pending rows up again.
+    """
+    from secrets_vault.tasks import secret_store
+
+    secret = Secret(owner=owner, purpose=purpose, hint=hint)
+    secret.sealed = seal_for_vault(value, owner_id=owner.pk, secret_id=secret.id, purpose=purpose)
+    secret.save()
+    audit_record(owner_id=owner.pk, action=AuditEvent.Action.STORE, process="web", purpose=purpose,
+                 subject=secret.id, detail="sealed on arrival; queued for the vault")
+    owner_id, secret_id = str(owner.pk), str(secret.id)
+    transaction.on_commit(lambda: secret_store.delay(owner_id, secret_id))
+    return secret
+
+
+def ai_key_add(*, owner, provider: str, key: SecretStr, base_url: str = "") -> AiKey:
+    value = key.reveal()
+    secret = secret_submit(owner=owner, purpose="ai_key", value=key, hint=value[-4:])
+    return AiKey.objects.create(owner=owner, provider=provider, base_url=base_url, secret=secret)
+
+
+def ai_key_delete(*, owner, ai_key: AiKey) -> None:
+    secret = ai_key.secret
+    ai_key.delete()
+    secret_forget(owner=owner, secret=secret)
+
+
+def secret_forget(*, owner, secret: Secret) -> None:
+    """Delete a secret's row (ciphertext included); the DEK stays for the owner's other secrets."""
+    audit_record(owner_id=owner.pk, action=AuditEvent.Action.DELETE, process="web", purpose=secret.purpose,
+                 subject=secret.id)
+    Secret.objects.for_owner(owner).filter(pk=secret.pk).delete()
+
+
+# --- vault -------------------------------------------------------------------------------------
+
+def secret_store_sealed(*, owner_id, secret_id) -> Secret | None:
+    """Open a pending secret's sealed value and encrypt it under the owner's DEK."""
+    secret = Secret.objects.for_owner(owner_id).select_for_update().filter(pk=secret_id).first()
+    if secret is None or secret.state != Secret.State.PENDING:
+        return secret  # deleted meanwhile, or a retried task after success: nothing to do
+    try:
+        plaintext = unseal(keystore.vault_private_key(), bytes(secret.sealed),
+                           aad=seal_aad(owner_id=owner_id, secret_id=secret.id, purpose=secret.purpose))
+    except CiphertextError:
+        secret.state, secret.sealed = Secret.State.FAILED, None
+        secret.save(update_fields=["state", "sealed"])
+        audit_record(owner_id=owner_id, action=AuditEvent.Action.REFUSED, process="vault",
+                     purpose=secret.purpose, subject=secret.id, detail="sealed value did not open")
+        logger.warning("sealed secret %s did not open; marked failed", secret.id)
+        return secret
+    version, key = keystore.active_dek(owner_id)
+    secret.ciphertext = encrypt(key, plaintext, key_version=version,
+                                aad=secret_aad(owner_id=owner_id, secret_id=secret.id, purpose=secret.purpose))
+    secret.dek_version, secret.sealed, secret.state = version, None, Secret.State.STORED
+    secret.updated_at = timezone.now()
+    secret.save(update_fields=["ciphertext", "dek_version", "sealed", "state", "updated_at"])
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.STORE, process="vault", purpose=secret.purpose,
+                 subject=secret.id, detail=f"encrypted under data key v{version}")
+    return secret
+
+
+class VaultRefusal(Exception):
+    """The vault refused to decrypt: final, never retried, and audited by `audited_refusals`."""
+
+    def __init__(self, reason: str, *, purpose: str = "", subject=""):
+        super().__init__(reason)
+        self.reason, self.purpose, self.subject = reason, purpose, str(subject)
+
+
+@contextmanager
+def audited_refusals(owner_id):
+    """Record a refusal in its own transaction: the failed operation's transaction rolls back."""
+    try:
+        yield
+    except VaultRefusal as refusal:
+        with owner_scope(owner_id):
+            audit_record(owner_id=owner_id, action=AuditEvent.Action.REFUSED, process="vault",
+                         purpose=refusal.purpose, subject=refusal.subject, detail=refusal.reason)
+        logger.warning("vault refused %s for secret %s: %s", refusal.purpose, refusal.subject, refusal.reason)
+        raise
+
+
+def _decrypt(secret: Secret, owner_id) -> bytes:
+    if secret.state != Secret.State.STORED:
+        raise VaultRefusal("secret is not stored", purpose=secret.purpose, subject=secret.id)
+    try:
+        key = keystore.dek(owner_id, secret.dek_version)
+    except KeyError:
+        raise VaultRefusal("data key destroyed or unknown", purpose=secret.purpose, subject=secret.id) from None
+    try:
+        return decrypt(key, bytes(secret.ciphertext),
+                       aad=secret_aad(owner_id=owner_id, secret_id=secret.id, purpose=secret.purpose))
+    except CiphertextError:
+        raise VaultRefusal("ciphertext did not open", purpose=secret.purpose, subject=secret.id) from None
+
+
+def secret_lease(*, owner_id, secret_id, connection_id, purpose: str, ttl_seconds: int | None = None) -> Lease:
+    """Decrypt a secret only to re-seal it to the sync pool, bound to one connection and purpose."""
+    secret = Secret.objects.for_owner(owner_id).get(pk=secret_id)
+    if secret.purpose != purpose:
+        raise VaultRefusal("lease asked for another purpose", purpose=purpose, subject=secret.id)
+    plaintext = _decrypt(secret, owner_id)
+    lease = lease_seal(plaintext, owner_id=owner_id, connection_id=connection_id, purpose=purpose,
+                       ttl_seconds=ttl_seconds)
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.LEASE, process="vault", purpose=purpose,
+                 subject=connection_id, detail=f"lease {lease.lease_id} until {lease.expires_at}")
+    return lease
+
+
+def secret_reencrypt_owner(*, owner_id) -> int:
+    """DEK rotation: a new DEK version, every secret re-encrypted under it, the old version destroyed.
+
+    Safe to interrupt: each secret moves in its own step (row lock, re-read), secrets on the new
+    version are skipped, and an old DEK is destroyed only when no secret uses it any more.
+    """
+    new_version = keystore.rotate_dek(owner_id)
+    key = keystore.dek(owner_id, new_version)
+    moved = 0
+    for secret_id in Secret.objects.for_owner(owner_id).filter(state=Secret.State.STORED).exclude(
+            dek_version=new_version).values_list("id", flat=True):
+        with transaction.atomic():
+            secret = Secret.objects.for_owner(owner_id).select_for_update().get(pk=secret_id)
+            if secret.dek_version == new_version:
+                continue
+            plaintext = _decrypt(secret, owner_id)
+            secret.ciphertext = encrypt(key, plaintext, key_version=new_version,
+                                        aad=secret_aad(owner_id=owner_id, secret_id=secret.id, purpose=secret.purpose))
+            secret.dek_version = new_version
+            secret.save(update_fields=["ciphertext", "dek_version"])
+            moved += 1
+    in_use = set(Secret.objects.for_owner(owner_id).exclude(dek_version=None).values_list("dek_version", flat=True))
+    for version in keystore.DataKey.objects.filter(owner_id=owner_id, active=False).values_list(
+            "version", flat=True):
+        if version not in in_use:
+            keystore.retire_dek(owner_id, version)
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.ROTATE, process="vault", purpose="dek",
+                 detail=f"data key v{new_version}; {moved} secrets re-encrypted")
+    return moved
+
+
+def owner_shred(*, owner_id) -> int:
+    """Crypto-shredding: destroy the owner's DEKs. Must run before their rows and objects go."""
+    destroyed = keystore.shred_owner(owner_id)
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.SHRED, process="vault", purpose="dek",
+                 detail=f"{destroyed} data keys destroyed")
+    return destroyed

@@ -32,6 +32,7 @@ def django_db_setup(django_db_blocker):
     admin_url = os.environ["TEST_DATABASE_URL"]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     name = f"aiemaily_test_{os.environ.get('AIEMAILY_TEST_RUN', 'x')}_{worker}"
+    vault_name = f"{name}_vault"
     password = os.environ.get("AIEMAILY_TEST_ROLE_PASSWORD")
     parts = urlsplit(admin_url)
 
@@ -54,43 +55,47 @@ def django_db_setup(django_db_blocker):
                 )
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", [ROLE_LOCK])
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(OWNER_ROLE))
-        )
+        for db_name in (name, vault_name):
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db_name), sql.Identifier(OWNER_ROLE))
+            )
 
-    for alias, role in (
-        ("default", settings.AIEMAILY_DB_APP_ROLE),
-        ("maintenance", settings.AIEMAILY_DB_MAINTENANCE_ROLE),
+    for alias, role, db_name in (
+        ("default", settings.AIEMAILY_DB_APP_ROLE, name),
+        ("maintenance", settings.AIEMAILY_DB_MAINTENANCE_ROLE, name),
+        ("vault", settings.AIEMAILY_DB_APP_ROLE, vault_name),
     ):
         connection = connections[alias]
         connection.close()
         connection.settings_dict.update(
-            NAME=name, USER=role, PASSWORD=password or "", HOST=parts.hostname, PORT=str(parts.port or 5432)
+            NAME=db_name, USER=role, PASSWORD=password or "", HOST=parts.hostname, PORT=str(parts.port or 5432)
         )
 
     with django_db_blocker.unblock():
-        default = connections["default"]
-        default.settings_dict["USER"] = OWNER_ROLE
-        try:
-            call_command("migrate", verbosity=0, interactive=False)
-            with default.cursor() as cursor:
-                # Test-only: pytest-django empties tables between transactional tests with TRUNCATE.
-                cursor.execute(
-                    sql.SQL("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {}").format(
-                        sql.Identifier(settings.AIEMAILY_DB_APP_ROLE)
-                    ).as_string(cursor.connection)
-                )
-        finally:
-            default.close()
-            default.settings_dict["USER"] = settings.AIEMAILY_DB_APP_ROLE
+        for alias in ("default", "vault"):
+            connection = connections[alias]
+            connection.settings_dict["USER"] = OWNER_ROLE
+            try:
+                call_command("migrate", database=alias, verbosity=0, interactive=False)
+                with connection.cursor() as cursor:
+                    # Test-only: pytest-django empties tables between transactional tests with TRUNCATE.
+                    cursor.execute(
+                        sql.SQL("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {}").format(
+                            sql.Identifier(settings.AIEMAILY_DB_APP_ROLE)
+                        ).as_string(cursor.connection)
+                    )
+            finally:
+                connection.close()
+                connection.settings_dict["USER"] = settings.AIEMAILY_DB_APP_ROLE
 
     yield
 
     for alias in connections:
         connections[alias].close()
     with _admin_connect(admin_url) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        for db_name in (name, vault_name):
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
 
 
 @pytest.fixture

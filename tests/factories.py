@@ -31,3 +31,15 @@ def audit_event(owner, **fields):
     fields.setdefault("purpose", "imap_password")
     with owner_scope(owner):
         return audit_record(owner_id=owner.pk, **fields)
+
+
+def stored_secret(owner, value: str = "imap-password-value", purpose: str = "imap_password"):
+    """A secret submitted as web does and stored as worker-vault does (both run in this process)."""
+    from aiemaily.ownership.binding import owner_scope
+    from secrets_vault.crypto import SecretStr
+    from secrets_vault.services import secret_store_sealed, secret_submit
+
+    with owner_scope(owner):
+        secret = secret_submit(owner=owner, purpose=purpose, value=SecretStr(value))
+    with owner_scope(owner):
+        return secret_store_sealed(owner_id=owner.pk, secret_id=secret.pk)

@@ -23,8 +23,14 @@ class EnableOwnerRLS(migrations.operations.base.Operation):
     def _table(self, app_label, state):
         return state.apps.get_model(app_label, self.model_name)._meta.db_table
 
+    def _applies(self, app_label, schema_editor, state) -> bool:
+        model = state.apps.get_model(app_label, self.model_name)
+        return schema_editor.connection.vendor == "postgresql" and self.allow_migrate_model(
+            schema_editor.connection.alias, model
+        )
+
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor != "postgresql":
+        if not self._applies(app_label, schema_editor, to_state):
             return
         table = schema_editor.quote_name(self._table(app_label, to_state))
         schema_editor.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
@@ -34,7 +40,7 @@ class EnableOwnerRLS(migrations.operations.base.Operation):
         )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor != "postgresql":
+        if not self._applies(app_label, schema_editor, from_state):
             return
         table = schema_editor.quote_name(self._table(app_label, from_state))
         schema_editor.execute(f"DROP POLICY IF EXISTS {POLICY} ON {table}")

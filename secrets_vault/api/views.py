@@ -1,13 +1,21 @@
-"""Audit API: the user's own record of every use of their secrets."""
+"""Vault API: the audit trail and BYOK AI keys. No call ever returns a secret."""
 
+import re
+
+from django.shortcuts import get_object_or_404
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers
+from rest_framework import permissions, serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aiemaily.api.pagination import CreatedCursorPagination
-from secrets_vault.selectors import audit_get, audit_list
+from secrets_vault.crypto import SecretStr
+from secrets_vault.models import AiKey
+from secrets_vault.selectors import ai_key_list, audit_get, audit_list
+from secrets_vault.services import ai_key_add, ai_key_delete
 
 
 class AuditEventOutput(serializers.Serializer):
@@ -35,3 +43,84 @@ class AuditDetailApi(APIView):
     @extend_schema(responses=AuditEventOutput)
     def get(self, request, event_id):
         return Response(AuditEventOutput(audit_get(owner=request.user, event_id=event_id)).data)
+
+
+# Shapes of real keys, checked so a pasted e-mail address or half a key fails at once. The value is
+# never part of an error message.
+KEY_SHAPES = {
+    "openai": re.compile(r"^sk-[A-Za-z0-9_-]{20,300}$"),
+    "anthropic": re.compile(r"^sk-ant-[A-Za-z0-9_-]{20,300}$"),
+}
+
+
+class SecretField(serializers.CharField):
+    """A write-only string that becomes a SecretStr at once and is never rendered back."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("write_only", True)
+        kwargs.setdefault("trim_whitespace", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        return SecretStr(super().to_internal_value(data))
+
+
+class AiKeyOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    provider = serializers.CharField()
+    base_url = serializers.CharField()
+    hint = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_hint(self, obj) -> str:
+        return f"…{obj.secret.hint}" if obj.secret.hint else ""
+
+    def get_state(self, obj) -> str:
+        return obj.secret.state
+
+
+@method_decorator(sensitive_post_parameters("key"), name="dispatch")
+class AiKeyListApi(ListAPIView):
+    permission_classes = [permissions.IsAuthenticated]
+    serializer_class = AiKeyOutput
+    pagination_class = CreatedCursorPagination
+
+    class Input(serializers.Serializer):
+        provider = serializers.ChoiceField(choices=AiKey.Provider.choices)
+        key = SecretField(max_length=400)
+        base_url = serializers.URLField(max_length=300, required=False, allow_blank=True, default="")
+
+        def validate(self, attrs):
+            if not KEY_SHAPES[attrs["provider"]].match(attrs["key"].reveal()):
+                raise serializers.ValidationError({"key": "This does not look like a key for that provider."})
+            base_url = attrs.get("base_url") or ""
+            if base_url and not base_url.startswith("https://"):
+                raise serializers.ValidationError({"base_url": "The provider's address must use https://."})
+            return attrs
+
+    def get_queryset(self):
+        return ai_key_list(owner=self.request.user)
+
+    @extend_schema(request=Input, responses={201: AiKeyOutput})
+    def post(self, request):
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        ai_key = ai_key_add(owner=request.user, **data.validated_data)
+        return Response(AiKeyOutput(ai_key).data, status=status.HTTP_201_CREATED)
+
+
+class AiKeyDetailApi(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    def _get(self, request, key_id) -> AiKey:
+        return get_object_or_404(ai_key_list(owner=request.user), pk=key_id)
+
+    @extend_schema(responses=AiKeyOutput)
+    def get(self, request, key_id):
+        return Response(AiKeyOutput(self._get(request, key_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, key_id):
+        ai_key_delete(owner=request.user, ai_key=self._get(request, key_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
