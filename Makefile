@@ -20,6 +20,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	AIEMAILY_ENV=development DEBUG=true $(BIN)/python manage.py migrate --noinput
+	AIEMAILY_ENV=development AIEMAILY_PROCESS=vault $(BIN)/python manage.py migrate --database vault --noinput
 	AIEMAILY_ENV=development DEBUG=true PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 test: $(VENV)/.installed-dev

@@ -60,3 +60,18 @@ class ThrottledLoginForm(AuthenticationForm):
             raise
         clear_login_failures(email)
         return cleaned
+
+
+class AccountDeleteForm(forms.Form):
+    password = forms.CharField(label="Your password", strip=False, max_length=128,
+                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError("The password is not correct.")
+        return password

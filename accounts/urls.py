@@ -9,5 +9,6 @@ urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("password/", views.PasswordChangeView.as_view(), name="password_change"),
+    path("delete/", views.delete_account, name="delete"),
     path("password/done/", views.PasswordChangeDoneView.as_view(), name="password_change_done"),
 ]

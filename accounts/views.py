@@ -1,13 +1,15 @@
 """Server-rendered account pages: sign-up, login, logout, password change."""
 
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.forms import SignupForm, ThrottledLoginForm
+from accounts.forms import AccountDeleteForm, SignupForm, ThrottledLoginForm
+from accounts.services import account_delete
 from accounts.models import User
 
 
@@ -41,3 +43,15 @@ class PasswordChangeView(auth_views.PasswordChangeView):
 
 class PasswordChangeDoneView(auth_views.PasswordChangeDoneView):
     template_name = "accounts/password_change_done.html"
+
+
+@login_required
+@sensitive_post_parameters("password")
+def delete_account(request):
+    form = AccountDeleteForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        account_delete(user=request.user)
+        logout(request)
+        messages.success(request, "Your account is closed. Its keys and data are being destroyed.")
+        return redirect("home")
+    return render(request, "accounts/delete.html", {"form": form}, status=400 if form.errors else 200)

@@ -1,11 +1,13 @@
 """Account API: token issue/refresh and the signed-in account."""
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt import views as jwt_views
+
+from accounts.services import account_delete
 
 
 class TokenObtainApi(jwt_views.TokenObtainPairView):
@@ -31,6 +33,19 @@ class AccountApi(APIView):
         display_name = serializers.CharField()
         date_joined = serializers.DateTimeField()
 
+    class DeleteInput(serializers.Serializer):
+        password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+
     @extend_schema(responses=Output)
     def get(self, request):
         return Response(self.Output(request.user).data)
+
+    @extend_schema(request=DeleteInput, responses={202: None})
+    def delete(self, request):
+        """Close the account: sign-in stops now; keys are destroyed, then all data, in the background."""
+        data = self.DeleteInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not request.user.check_password(data.validated_data["password"]):
+            raise exceptions.PermissionDenied("The password is not correct.")
+        account_delete(user=request.user)
+        return Response({"status": "deleting"}, status=status.HTTP_202_ACCEPTED)

@@ -61,8 +61,10 @@ class SecretField(serializers.CharField):
         kwargs.setdefault("trim_whitespace", True)
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data):
-        return SecretStr(super().to_internal_value(data))
+    def run_validation(self, data=serializers.empty):
+        # Length and blank checks run on the string; what leaves the field is already masked.
+        value = super().run_validation(data)
+        return SecretStr(value) if isinstance(value, str) else value
 
 
 class AiKeyOutput(serializers.Serializer):
