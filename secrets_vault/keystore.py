@@ -194,20 +194,19 @@ def rewrap_all(batch_size: int = 200, progress=None) -> dict[str, int]:
     """
     require_vault()
     service = kms()
+    current = service.key_version  # read once: on AWS each read is a DescribeKey call
     done = skipped = 0
-    total = DataKey.objects.exclude(kek_version=service.key_version).count()
+    total = DataKey.objects.exclude(kek_version=current).count()
     while True:
         ids = list(
-            DataKey.objects.exclude(kek_version=service.key_version).order_by("id").values_list("id", flat=True)[
-                :batch_size
-            ]
+            DataKey.objects.exclude(kek_version=current).order_by("id").values_list("id", flat=True)[:batch_size]
         )
         if not ids:
             break
         for row_id in ids:
             with transaction.atomic(using="vault"):
                 row = DataKey.objects.select_for_update().get(id=row_id)
-                if row.kek_version == service.key_version:
+                if row.kek_version == current:
                     skipped += 1
                     continue
                 wrapped = WrappedKey(bytes(row.wrapped), row.kek_id, row.kek_version)
