@@ -2,15 +2,15 @@
 
 from django.contrib import messages
 from django.contrib.auth import login, logout
-from django.contrib.auth.decorators import login_required
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.forms import AccountDeleteForm, SignupForm, ThrottledLoginForm
-from accounts.services import account_delete
 from accounts.models import User
+from accounts.services import account_delete
 
 
 @sensitive_post_parameters("password1", "password2")

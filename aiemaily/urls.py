@@ -5,12 +5,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from aiemaily import views
+from aiemaily.api.idempotency import idempotent_urls
 from aiemaily.security.csp_report import csp_report
 from aiemaily.security.imageproxy import image_proxy
 
 api_v1 = [
     path("", include("accounts.api.urls")),
     path("", include("secrets_vault.api.urls")),
+    path("", include("mail.api.urls")),
 ]
 
 urlpatterns = [
@@ -22,7 +24,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("settings/", include("secrets_vault.urls")),
     path("admin/", admin.site.urls),
-    path("api/v1/", include(api_v1)),
+    # Every view under /api/v1/ gets the Idempotency-Key mechanism (aiemaily/api/idempotency.py).
+    path("api/v1/", include(idempotent_urls(api_v1))),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

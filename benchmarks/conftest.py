@@ -44,7 +44,8 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 def write_section(name: str, markdown: str) -> None:
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER
-    stamp = f"_Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python {platform.python_version()}._"
+    stamp = (f"_Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+             f"Python {platform.python_version()}._")
     block = f"<!-- bench:{name} -->\n{markdown.strip()}\n\n{stamp}\n<!-- /bench:{name} -->"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"

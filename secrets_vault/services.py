@@ -31,7 +31,7 @@ def audit_record(*, owner_id, action: str, process: str, purpose: str = "", subj
 
 # --- web ---------------------------------------------------------------------------------------
 
-def secret_submit(*, owner, purpose: str, value: SecretStr, hint: str = "") -> Secret:
+def secret_submit(*, owner, purpose: str, value: SecretStr, hint: str = "", enqueue: bool = True) -> Secret:
     """Seal a secret to the vault and queue its storage. The web tier never sees it again.
 
     The sealed value waits in the row (not in the broker), so a lost broker message loses nothing:
@@ -44,8 +44,9 @@ def secret_submit(*, owner, purpose: str, value: SecretStr, hint: str = "") -> S
     secret.save()
     audit_record(owner_id=owner.pk, action=AuditEvent.Action.STORE, process="web", purpose=purpose,
                  subject=secret.id, detail="sealed on arrival; queued for the vault")
-    owner_id, secret_id = str(owner.pk), str(secret.id)
-    transaction.on_commit(lambda: secret_store.delay(owner_id, secret_id))
+    if enqueue:  # callers that chain their own vault task (which stores first) pass False
+        owner_id, secret_id = str(owner.pk), str(secret.id)
+        transaction.on_commit(lambda: secret_store.delay(owner_id, secret_id))
     return secret
 
 

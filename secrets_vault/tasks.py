@@ -39,3 +39,18 @@ def owner_rotate_dek(owner_id):
 @owner_task
 def owner_shred(owner_id):
     return {"destroyed": services.owner_shred(owner_id=owner_id)}
+
+
+@shared_task(name="secrets_vault.tasks.leases_issue", **RETRY)
+def leases_issue(owner_id, connection_id, secret_ids: dict):
+    """Store any still-pending secrets, then lease each to the sync pool: {purpose: lease}.
+
+    Chain the sync task after this one; it receives the dict as its first argument.
+    """
+    with services.audited_refusals(owner_id), owner_scope(owner_id):
+        leases = {}
+        for purpose, secret_id in secret_ids.items():
+            services.secret_store_sealed(owner_id=owner_id, secret_id=secret_id)
+            leases[purpose] = services.secret_lease(owner_id=owner_id, secret_id=secret_id,
+                                                    connection_id=connection_id, purpose=purpose).as_message()
+        return leases

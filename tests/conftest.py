@@ -131,3 +131,59 @@ def auth_client(user):
 @pytest.fixture
 def unique_email():
     return f"user-{uuid.uuid4().hex[:12]}@example.test"
+
+
+@pytest.fixture(scope="session")
+def test_ca():
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.mailservers import TestCA
+
+    root = Path(tempfile.mkdtemp(prefix="aiemaily-ca-"))
+    root.chmod(0o755)  # Dovecot reads the key through `<file` as root, workers as any user
+    yield TestCA(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory, test_ca):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.mailservers import Dovecot
+
+    # Not under pytest's tmp folder: that is 0700 and Dovecot's unprivileged processes must enter.
+    root = Path(tempfile.mkdtemp(prefix="aiemaily-dovecot-"))
+    server = Dovecot(root, test_ca)
+    yield server
+    server.stop()
+    if not os.environ.get("AIEMAILY_KEEP_DOVECOT"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smtp_server(test_ca):
+    from tests.mailservers import SmtpServer
+
+    server = SmtpServer(test_ca)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_settings(settings, test_ca):
+    """Trust the test CA and allow the loopback mail servers, as `make run` does for local mailboxes."""
+    settings.AIEMAILY_MAIL_CA_BUNDLE = str(test_ca.ca_file)
+    settings.AIEMAILY_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1", "localhost"]
+    return settings
+
+
+@pytest.fixture
+def mailbox(dovecot, smtp_server):
+    """A fresh IMAP user and the same login on the SMTP server."""
+    user, password = dovecot.add_user()
+    smtp_server.add_user(user, password)
+    return user, password

@@ -11,8 +11,8 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiemaily.api.fields import SecretField
 from aiemaily.api.pagination import CreatedCursorPagination
-from secrets_vault.crypto import SecretStr
 from secrets_vault.models import AiKey
 from secrets_vault.selectors import ai_key_list, audit_get, audit_list
 from secrets_vault.services import ai_key_add, ai_key_delete
@@ -51,20 +51,6 @@ KEY_SHAPES = {
     "openai": re.compile(r"^sk-[A-Za-z0-9_-]{20,300}$"),
     "anthropic": re.compile(r"^sk-ant-[A-Za-z0-9_-]{20,300}$"),
 }
-
-
-class SecretField(serializers.CharField):
-    """A write-only string that becomes a SecretStr at once and is never rendered back."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("write_only", True)
-        kwargs.setdefault("trim_whitespace", True)
-        super().__init__(**kwargs)
-
-    def run_validation(self, data=serializers.empty):
-        # Length and blank checks run on the string; what leaves the field is already masked.
-        value = super().run_validation(data)
-        return SecretStr(value) if isinstance(value, str) else value
 
 
 class AiKeyOutput(serializers.Serializer):

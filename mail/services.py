@@ -1,0 +1,100 @@
+"""Writes of the mail app: creating, verifying and disconnecting connections."""
+
+import logging
+
+from celery import chain
+from django.db import transaction
+from django.utils import timezone
+
+from mail.models import Connection
+from secrets_vault.crypto import SecretStr
+from secrets_vault.services import secret_forget, secret_submit
+
+logger = logging.getLogger(__name__)
+
+
+def _queue_verification(connection: Connection) -> None:
+    from mail.tasks import connection_verify
+    from secrets_vault.tasks import leases_issue
+
+    secret_ids = {"imap_password": str(connection.imap_secret_id), "smtp_password": str(connection.smtp_secret_id)}
+    owner_id, connection_id = str(connection.owner_id), str(connection.id)
+    transaction.on_commit(lambda: chain(
+        leases_issue.s(owner_id, connection_id, secret_ids),
+        connection_verify.s(owner_id=owner_id, connection_id=connection_id),
+    ).apply_async())
+
+
+def connection_create_imap(*, owner, email: str, imap: dict, smtp: dict) -> Connection:
+    """Record an IMAP/SMTP connection; the passwords are sealed at once; a worker tests the login."""
+    connection = Connection(
+        owner=owner, provider=Connection.Provider.IMAP, email=email, status=Connection.Status.PENDING,
+        imap_host=imap["host"], imap_port=imap["port"], imap_security=imap["security"],
+        imap_username=imap["username"],
+        smtp_host=smtp["host"], smtp_port=smtp["port"], smtp_security=smtp["security"],
+        smtp_username=smtp["username"],
+    )
+    connection.imap_secret = secret_submit(owner=owner, purpose="imap_password", value=imap["password"],
+                                           enqueue=False)
+    connection.smtp_secret = secret_submit(owner=owner, purpose="smtp_password", value=smtp["password"],
+                                           enqueue=False)
+    connection.save()
+    _queue_verification(connection)
+    return connection
+
+
+def connection_record_verification(*, owner_id, connection_id, error_code: str = "", error: str = "") -> None:
+    """Sync side: store the outcome of a login test (a message fit for the user, never a secret)."""
+    connection = Connection.objects.for_owner(owner_id).select_for_update().filter(pk=connection_id).first()
+    if connection is None or connection.status == Connection.Status.DISCONNECTED:
+        return
+    now = timezone.now()
+    if error_code:
+        connection.status = (Connection.Status.NEEDS_REAUTH if error_code == "auth_failed"
+                             else Connection.Status.ERROR)
+        connection.last_error = error[:300]
+    else:
+        connection.status, connection.last_error, connection.verified_at = Connection.Status.ACTIVE, "", now
+    connection.updated_at = now
+    connection.save(update_fields=["status", "last_error", "verified_at", "updated_at"])
+
+
+def connection_update_password(*, owner, connection: Connection, imap_password: SecretStr | None,
+                               smtp_password: SecretStr | None) -> Connection:
+    """Re-authorise an IMAP connection with new passwords (old secrets are deleted)."""
+    for field, purpose, value in (("imap_secret", "imap_password", imap_password),
+                                  ("smtp_secret", "smtp_password", smtp_password)):
+        if value is None:
+            continue
+        old = getattr(connection, field)
+        setattr(connection, field, secret_submit(owner=owner, purpose=purpose, value=value, enqueue=False))
+        connection.save(update_fields=[field])
+        if old is not None:
+            secret_forget(owner=owner, secret=old)
+    connection.status, connection.last_error = Connection.Status.PENDING, ""
+    connection.save(update_fields=["status", "last_error"])
+    _queue_verification(connection)
+    return connection
+
+
+def connection_disconnect(*, owner, connection: Connection, keep_mail: bool) -> None:
+    """Stop using the connection: credentials shredded (rows deleted), provider access revoked.
+
+    For OAuth connections the vault revokes the refresh token at the provider before deleting it.
+    Synced mail is kept or deleted as the user chose.
+    """
+    secrets = [s for s in (connection.imap_secret, connection.smtp_secret) if s is not None]
+    oauth_secret = connection.oauth_secret
+    connection.status = Connection.Status.DISCONNECTED
+    connection.imap_secret = connection.smtp_secret = None
+    connection.updated_at = timezone.now()
+    connection.save(update_fields=["status", "imap_secret", "smtp_secret", "updated_at"])
+    for secret in secrets:
+        secret_forget(owner=owner, secret=secret)
+    if oauth_secret is not None:
+        from mail.oauth import queue_revocation
+
+        queue_revocation(connection)
+    if not keep_mail:
+        Connection.objects.for_owner(owner).filter(pk=connection.pk).delete()
+    logger.info("connection %s disconnected (keep_mail=%s)", connection.pk, keep_mail)
