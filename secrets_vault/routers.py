@@ -18,7 +18,8 @@ class VaultRouter:
         return "vault" if self._is_vault(model) else None
 
     def allow_relation(self, obj1, obj2, **hints):
-        if self._is_vault(type(obj1)) or self._is_vault(type(obj2)):
+        # Instances, not type(obj): request.user is a SimpleLazyObject whose type is not the model.
+        if self._is_vault(obj1) or self._is_vault(obj2):
             return False
         return None
 

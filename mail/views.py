@@ -1,0 +1,109 @@
+"""Connection pages: list, add an IMAP mailbox, connect Google/Microsoft, details, disconnect."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_GET, require_POST
+
+from mail import scopes, services
+from mail.forms import ImapConnectionForm, PasswordUpdateForm
+from mail.models import Connection
+from mail.selectors import connection_get, connection_list
+from secrets_vault.crypto import SecretStr
+
+
+@login_required
+def connection_index(request):
+    return render(request, "mail/connections.html", {"connections": connection_list(owner=request.user)})
+
+
+@login_required
+@sensitive_post_parameters("imap_password", "smtp_password")
+def connection_add_imap(request):
+    form = ImapConnectionForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        values = form.cleaned_data["validated"]
+        connection = services.connection_create_imap(owner=request.user, email=values["email"],
+                                                     imap=values["imap"], smtp=values["smtp"])
+        messages.info(request, "Checking your mailbox: the login test runs in the background.")
+        return redirect("connections:detail", connection_id=connection.pk)
+    return render(request, "mail/add_imap.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def connection_start_oauth(request, provider):
+    if provider not in ("gmail", "microsoft"):
+        return render(request, "404.html", status=404)
+    from mail.oauth import oauth_start
+
+    capabilities = [c for c in request.POST.getlist("capabilities") if c in scopes.CAPABILITIES] or None
+    existing = None
+    if request.POST.get("connection"):
+        existing = connection_get(owner=request.user, connection_id=request.POST["connection"])
+    kwargs = {"connection": existing} if existing is not None else {}
+    _, authorize_url = oauth_start(
+        owner=request.user, provider=provider, capabilities=capabilities,
+        redirect_uri=request.build_absolute_uri(f"/connections/oauth/{provider}/callback"), **kwargs)
+    return redirect(authorize_url)
+
+
+def _scope_rows(connection: Connection) -> list[dict]:
+    requested, granted = set(connection.requested_scopes), set(connection.granted_scopes)
+    rows = []
+    for scope in scopes.describe(connection.provider, sorted(requested | granted)):
+        rows.append({"scope": scope, "requested": scope.name in requested, "granted": scope.name in granted})
+    return rows
+
+
+@login_required
+def connection_detail(request, connection_id):
+    connection = connection_get(owner=request.user, connection_id=connection_id)
+    context = {
+        "connection": connection,
+        "scope_rows": _scope_rows(connection),
+        "capabilities": (set(scopes.CAPABILITIES) if connection.provider == "imap"
+                         else scopes.capabilities_granted(connection.provider, connection.granted_scopes)),
+        "all_capabilities": scopes.CAPABILITIES,
+        "password_form": PasswordUpdateForm(),
+    }
+    return render(request, "mail/connection_detail.html", context)
+
+
+@login_required
+@require_GET
+def connection_status(request, connection_id):
+    """What the page polls while a connection is being checked (session-authenticated JSON)."""
+    connection = connection_get(owner=request.user, connection_id=connection_id)
+    return JsonResponse({"status": connection.status, "last_error": connection.last_error})
+
+
+@login_required
+@require_POST
+@sensitive_post_parameters("imap_password", "smtp_password")
+def connection_update_password(request, connection_id):
+    connection = connection_get(owner=request.user, connection_id=connection_id)
+    form = PasswordUpdateForm(request.POST)
+    if connection.provider != "imap" or not form.is_valid():
+        messages.error(request, "Enter at least one new password.")
+        return redirect("connections:detail", connection_id=connection.pk)
+    services.connection_update_password(
+        owner=request.user, connection=connection,
+        imap_password=SecretStr(form.cleaned_data["imap_password"]) if form.cleaned_data["imap_password"] else None,
+        smtp_password=SecretStr(form.cleaned_data["smtp_password"]) if form.cleaned_data["smtp_password"] else None,
+    )
+    messages.info(request, "New password saved; checking the login again.")
+    return redirect("connections:detail", connection_id=connection.pk)
+
+
+@login_required
+@require_POST
+def connection_disconnect(request, connection_id):
+    connection = connection_get(owner=request.user, connection_id=connection_id)
+    keep_mail = request.POST.get("keep_mail") == "yes"
+    services.connection_disconnect(owner=request.user, connection=connection, keep_mail=keep_mail)
+    messages.success(request, "Disconnected. Its credentials were destroyed"
+                     + ("; synced mail was kept." if keep_mail else " and its mail deleted."))
+    return redirect("connections:index")
