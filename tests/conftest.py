@@ -98,6 +98,23 @@ def django_db_setup(django_db_blocker):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_broker_database():
+    """Each xdist worker gets its own Redis database as broker, so real Celery workers started by
+    one test process never take tasks meant for another's test database."""
+    from aiemaily.celery import app as celery_app
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw-1")
+    index = 3 + int(worker[2:]) if worker[2:].lstrip("-").isdigit() and not worker.endswith("-1") else 15
+    base = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
+    if settings.CELERY_BROKER_URL.startswith("redis://"):
+        settings.CELERY_BROKER_URL = f"{base}/{index}"
+        celery_app.conf.broker_url = settings.CELERY_BROKER_URL
+        celery_app.conf.broker_write_url = settings.CELERY_BROKER_URL
+        celery_app.conf.broker_read_url = settings.CELERY_BROKER_URL
+    yield
+
+
 @pytest.fixture
 def api_client():
     return APIClient()
