@@ -76,3 +76,89 @@ class OAuthAttempt(OwnedModel):
 
     def __str__(self):
         return f"OAuth attempt {self.id}"
+
+
+class StorageKey(OwnedModel):
+    """A user's intermediate key for message bodies, wrapped by the *storage* KMS key.
+
+    Each stored object has its own random key, wrapped by this per-user key; so a mailbox view
+    costs one KMS unwrap per user (then a bounded cache), not one per message. The storage KMS key
+    is distinct from the credentials KEK: web can read mail without ever touching credentials.
+    """
+
+    version = models.PositiveIntegerField()
+    wrapped = models.BinaryField()
+    kek_id = models.CharField(max_length=200)
+    kek_version = models.PositiveIntegerField()
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "version"], name="storagekey_owner_version"),
+            models.UniqueConstraint(fields=["owner"], condition=models.Q(active=True),
+                                    name="storagekey_one_active_per_owner"),
+        ]
+
+    def __str__(self):
+        return f"storage key v{self.version}"
+
+
+class Folder(OwnedModel):
+    """A mailbox folder (IMAP) or label (Gmail) with its sync cursors. Cursors live here, not in Redis."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="folders")
+    name = models.CharField(max_length=500)
+    role = models.CharField(max_length=16, blank=True, help_text="inbox, sent, archive, trash, drafts, junk")
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    uidnext = models.BigIntegerField(null=True, blank=True)
+    highestmodseq = models.BigIntegerField(null=True, blank=True)
+    last_uid = models.BigIntegerField(default=0, help_text="every UID up to this one is stored")
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connection", "name"], name="folder_connection_name")]
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Message(OwnedModel):
+    """Message metadata. The body (raw RFC 5322) is an encrypted object, never a column."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="messages")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="messages")
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    uid = models.BigIntegerField(null=True, blank=True)
+    provider_id = models.CharField(max_length=200, blank=True)
+    message_id = models.CharField(max_length=998, blank=True)
+    thread_id = models.CharField(max_length=200, blank=True)
+    from_addr = models.CharField(max_length=998, blank=True)
+    to_addrs = models.JSONField(default=list, blank=True)
+    cc_addrs = models.JSONField(default=list, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    date = models.DateTimeField(null=True, blank=True, db_index=True)
+    flags = models.JSONField(default=list, blank=True)
+    labels = models.JSONField(default=list, blank=True)
+    unread = models.BooleanField(default=True)
+    size = models.PositiveIntegerField(default=0)
+    snippet = models.CharField(max_length=300, blank=True)
+    blob_key = models.CharField(max_length=400, blank=True)
+    parse_error = models.CharField(max_length=200, blank=True, help_text="shown raw when not parseable")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["folder", "uidvalidity", "uid"], name="message_folder_uid",
+                                    condition=models.Q(uid__isnull=False)),
+            models.UniqueConstraint(fields=["connection", "provider_id"], name="message_connection_provider_id",
+                                    condition=~models.Q(provider_id="")),
+        ]
+        indexes = [models.Index(fields=["owner", "-date"], name="message_owner_date"),
+                   models.Index(fields=["connection", "folder", "-date"], name="message_folder_date")]
+
+    def __str__(self):
+        return self.subject or "(no subject)"

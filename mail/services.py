@@ -98,3 +98,18 @@ def connection_disconnect(*, owner, connection: Connection, keep_mail: bool) -> 
     if not keep_mail:
         Connection.objects.for_owner(owner).filter(pk=connection.pk).delete()
     logger.info("connection %s disconnected (keep_mail=%s)", connection.pk, keep_mail)
+
+
+def connection_sync_queue(*, connection: Connection) -> None:
+    """Queue a sync: the vault leases the IMAP password, then worker-sync syncs."""
+    from mail.tasks import connection_sync
+    from secrets_vault.tasks import leases_issue
+
+    if connection.provider != Connection.Provider.IMAP or connection.imap_secret_id is None:
+        raise ValueError("only active IMAP connections sync here")
+    owner_id, connection_id = str(connection.owner_id), str(connection.id)
+    secret_ids = {"imap_password": str(connection.imap_secret_id)}
+    transaction.on_commit(lambda: chain(
+        leases_issue.s(owner_id, connection_id, secret_ids),
+        connection_sync.s(owner_id=owner_id, connection_id=connection_id),
+    ).apply_async())

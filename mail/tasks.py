@@ -48,3 +48,30 @@ def connection_verify(leases, owner_id, connection_id):
         services.connection_record_verification(owner_id=owner_id, connection_id=connection_id,
                                                 error_code=code, error=message)
     return {"connection_id": connection_id, "status": "error" if code else "active", "code": code}
+
+
+@shared_task(name="mail.tasks.connection_sync", acks_late=True)
+def connection_sync(leases, owner_id, connection_id):
+    """Sync an IMAP connection with a leased password. Safe to run again at any point."""
+    from mail.providers.mailservers import imap_client
+    from mail.sync_imap import Progress, _save_progress, sync_connection
+
+    with owner_scope(owner_id):
+        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+    if connection is None or connection.status == Connection.Status.DISCONNECTED:
+        return {"connection_id": connection_id, "status": "gone"}
+    try:
+        password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
+                              purpose="imap_password")
+        with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
+                         connection.imap_username, password) as client:
+            progress = sync_connection(client, owner_id, connection)
+    except (MailServerError, LeaseError) as exc:
+        message = exc.message if isinstance(exc, MailServerError) else "The mail worker could not use the credentials."
+        _save_progress(owner_id, connection_id, Progress().as_state("error", message))
+        if isinstance(exc, MailServerError) and exc.code == "auth_failed":
+            with owner_scope(owner_id):
+                services.connection_record_verification(owner_id=owner_id, connection_id=connection_id,
+                                                        error_code=exc.code, error=exc.message)
+        return {"connection_id": connection_id, "status": "error"}
+    return {"connection_id": connection_id, "status": "synced", "messages": progress.done}

@@ -192,12 +192,54 @@ class Dovecot:
         """A fresh user name (its maildir is created on first login) and the server's password."""
         return f"user-{uuid.uuid4().hex[:10]}@example.test", self.password
 
+    def seed(self, user: str, messages: list[bytes], *, seen_every: int = 3) -> None:
+        """Write messages straight into the user's INBOX maildir (far faster than APPEND)."""
+        uid, gid = _ensure_vmail()
+        maildir = self.root / "mail" / user
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+            os.chown(maildir / sub, uid, gid)
+        os.chown(maildir, uid, gid)
+        stamp = int(time.time())
+        for number, raw in enumerate(messages):
+            flags = "S" if seen_every and number % seen_every == 0 else ""
+            path = maildir / "cur" / f"{stamp}.M{number}P{os.getpid()}.seed:2,{flags}"
+            path.write_bytes(raw)
+            os.chown(path, uid, gid)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def sample_messages(count: int, *, malformed: bool = True) -> list[bytes]:
+    """`count` ordinary messages, plus (when asked) the malformed kinds real mailboxes contain."""
+    messages = [
+        (f"From: Sender {n} <sender{n}@example.test>\r\nTo: you@example.test\r\n"
+         f"Subject: Message number {n}\r\nDate: Mon, 2 Nov 2026 10:{n % 60:02d}:00 +0000\r\n"
+         f"Message-ID: <m{n}.{uuid.uuid4().hex[:8]}@example.test>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         f"\r\nHello, this is body {n}. " + "Lorem ipsum dolor sit amet. " * 40 + "\r\n").encode()
+        for n in range(count)
+    ]
+    if malformed:
+        messages += MALFORMED
+    return messages
+
+
+MALFORMED = [
+    b"Subject: =?x-unknown-charset?Q?caf=E9?=\r\nFrom: a@b\r\nContent-Type: text/plain; charset=x-bogus\r\n\r\n"
+    b"caf\xe9 body with an unknown charset\r\n",
+    b"Subject: broken multipart\r\nContent-Type: multipart/mixed; boundary=\"zzz\"\r\n\r\n--zzz\r\n"
+    b"Content-Type: text/plain\r\n\r\nfirst part, never closed\r\n--zz",
+    b"Subject: " + b"A" * 20000 + b"\r\nFrom: huge@example.test\r\n\r\nhuge header\r\n",
+    b"Subject: 8-bit \xc3\xa9t\xe9 in a header\r\nFrom: \xff\xfe <weird@example.test>\r\n\r\nbody\r\n",
+    b"no headers at all, just text\r\n",
+    b"Date: not a date\r\nFrom: <<<>>>\r\nTo: ,,,@@@\r\nSubject: bad addresses\r\n\r\nx\r\n",
+    b"Subject: html only\r\nContent-Type: text/html\r\n\r\n<p onclick=alert(1)>hi<script>alert(2)</script></p>\r\n",
+]
 
 
 class SmtpServer:

@@ -1,8 +1,11 @@
 from django.urls import path
 
-from mail.api import views
+from mail.api import messages, views
 
 urlpatterns = [
     path("connections", views.ConnectionListApi.as_view(), name="api-connections"),
     path("connections/<uuid:connection_id>", views.ConnectionDetailApi.as_view(), name="api-connection-detail"),
+    path("connections/<uuid:connection_id>/sync", messages.ConnectionSyncApi.as_view(), name="api-connection-sync"),
+    path("messages", messages.MessageListApi.as_view(), name="api-messages"),
+    path("messages/<uuid:message_id>", messages.MessageDetailApi.as_view(), name="api-message-detail"),
 ]

@@ -181,3 +181,39 @@ def verify_imap(host, port, security, username, password: SecretStr) -> None:
 def verify_smtp(host, port, security, username, password: SecretStr) -> None:
     with smtp_session(host, port, security, username, password):
         pass
+
+
+class GuardedIMAPClient:
+    """imapclient.IMAPClient connected to a vetted address (built lazily: imported only by sync)."""
+
+    @staticmethod
+    def connect(vetted: netguard.VettedAddress, security: str, timeout: float):
+        import imapclient
+
+        class _Client(imapclient.IMAPClient):
+            def _create_IMAP4(self):  # noqa: N802 - imapclient's hook name
+                connect_timeout = getattr(self._timeout, "connect", None) or timeout
+                if self.ssl:
+                    return _GuardedIMAP4_SSL(vetted, connect_timeout)
+                return _GuardedIMAP4(vetted, connect_timeout)
+
+        return _Client(vetted.host, port=vetted.port, ssl=security == "tls", ssl_context=ssl_context(),
+                       timeout=timeout)
+
+
+@contextmanager
+def imap_client(host: str, port: int, security: str, username: str, password: SecretStr, timeout=60):
+    """A logged-in imapclient session (CONDSTORE/QRESYNC, pipelined FETCH); logged out on exit."""
+    with _translated_errors("imap", host):
+        vetted = _vet(host, port, security)
+        client = GuardedIMAPClient.connect(vetted, security, timeout)
+        try:
+            if security == "starttls":
+                client.starttls(ssl_context())
+            client.login(username, password.reveal())
+            yield client
+        finally:
+            try:
+                client.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass

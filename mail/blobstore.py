@@ -1,0 +1,185 @@
+"""Message bodies as encrypted objects: one random key per object, wrapped by a per-user storage
+key, itself wrapped by the storage KMS key (distinct from the credentials KEK).
+
+    object = len(wrapped object key) (2 bytes) | wrapped object key | AES-256-GCM(object key, body)
+
+Associated data binds both layers to the owner id and the object key (its path), so an object
+copied under another owner's prefix, or to another path, does not open. A copy of the object store
+yields nothing without the KMS. Keys are `owner/<owner id>/…` and reads check the prefix first.
+"""
+
+import os
+import struct
+import threading
+import time
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage, Storage
+from django.db import IntegrityError, transaction
+
+from aiemaily.ownership.binding import owner_scope
+from aiemaily.ownership.storage import ForeignObjectKey, OwnedStorage, owned_key, owner_prefix
+from secrets_vault.crypto import CiphertextError, canonical_aad, decrypt, encrypt, zero
+from secrets_vault.kms import WrappedKey, kms_from_settings
+
+_LEN = struct.Struct(">H")
+
+
+class BlobError(Exception):
+    """An object that is missing, tampered with, or not this owner's. Never includes content."""
+
+
+@lru_cache(maxsize=1)
+def _storage() -> Storage:
+    if settings.AIEMAILY_STORAGE == "s3":
+        from storages.backends.s3 import S3Storage
+
+        return S3Storage(bucket_name=settings.AIEMAILY_S3_BUCKET, endpoint_url=settings.AIEMAILY_S3_ENDPOINT,
+                         file_overwrite=True, default_acl=None, querystring_auth=False)
+    settings.AIEMAILY_OBJECTS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return FileSystemStorage(location=settings.AIEMAILY_OBJECTS_DIR, file_permissions_mode=0o600,
+                             directory_permissions_mode=0o700)
+
+
+def objects() -> OwnedStorage:
+    return OwnedStorage(_storage())
+
+
+@lru_cache(maxsize=1)
+def storage_kms():
+    if settings.AIEMAILY_STORAGE_KMS_CONFIG is None:
+        raise BlobError("this process has no access to the storage key")
+    return kms_from_settings(settings.AIEMAILY_STORAGE_KMS_CONFIG)
+
+
+class _KeyCache:
+    """Unwrapped per-user storage keys, bounded in age; zeroed when dropped."""
+
+    def __init__(self):
+        self._entries: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, owner_id, version):
+        with self._lock:
+            entry = self._entries.get((str(owner_id), version))
+            if entry and time.monotonic() - entry[1] < settings.AIEMAILY_STORAGE_KEY_CACHE_SECONDS:
+                return bytes(entry[0])
+            if entry:
+                zero(self._entries.pop((str(owner_id), version))[0])
+            return None
+
+    def put(self, owner_id, version, key: bytes):
+        with self._lock:
+            if len(self._entries) > 10_000:
+                for cache_key in list(self._entries)[:1000]:
+                    zero(self._entries.pop(cache_key)[0])
+            self._entries[(str(owner_id), version)] = (bytearray(key), time.monotonic())
+
+    def clear(self):
+        with self._lock:
+            for entry in self._entries.values():
+                zero(entry[0])
+            self._entries.clear()
+
+
+key_cache = _KeyCache()
+
+
+def _context(owner_id, version) -> dict[str, str]:
+    return {"owner_id": str(owner_id), "purpose": "storage", "version": str(version)}
+
+
+def _user_key(owner_id, version: int | None = None) -> tuple[int, bytes]:
+    """The owner's storage key (the active one, created on first use, unless `version` is given)."""
+    with owner_scope(owner_id):
+        row = _user_key_row(owner_id, version)
+    cached = key_cache.get(owner_id, row.version)
+    if cached is not None:
+        return row.version, cached
+    key = storage_kms().unwrap(WrappedKey(bytes(row.wrapped), row.kek_id, row.kek_version),
+                               context=_context(owner_id, row.version))
+    key_cache.put(owner_id, row.version, key)
+    return row.version, key
+
+
+def _user_key_row(owner_id, version: int | None):
+    from mail.models import StorageKey
+
+    query = StorageKey.objects.for_owner(owner_id)
+    row = query.filter(version=version).first() if version is not None else query.filter(active=True).first()
+    if row is not None:
+        return row
+    if version is not None:
+        raise BlobError("the storage key of this object no longer exists")
+    raw = bytearray(os.urandom(32))
+    try:
+        wrapped = storage_kms().wrap(bytes(raw), context=_context(owner_id, 1))
+        with transaction.atomic():
+            return StorageKey.objects.create(owner_id=owner_id, version=1, wrapped=wrapped.ciphertext,
+                                             kek_id=wrapped.key_id, kek_version=wrapped.key_version)
+    except IntegrityError:
+        return query.get(active=True)  # created concurrently by another worker
+    finally:
+        zero(raw)
+
+
+def _aad(owner_id, key: str, layer: str) -> bytes:
+    return canonical_aad({"owner_id": str(owner_id), "object": key, "layer": layer})
+
+
+def put(owner_id, parts: tuple[str, ...], data: bytes) -> str:
+    """Encrypt and store `data` under owner/<owner id>/<parts…>; returns the object key."""
+
+    key = owned_key(owner_id, *parts)
+    version, user_key = _user_key(owner_id)
+    object_key = bytearray(os.urandom(32))
+    try:
+        wrapped = encrypt(user_key, bytes(object_key), aad=_aad(owner_id, key, "key"), key_version=version)
+        body = encrypt(bytes(object_key), data, aad=_aad(owner_id, key, "body"), key_version=0)
+    finally:
+        zero(object_key)
+    objects().save(owner_id, parts, _LEN.pack(len(wrapped)) + wrapped + body)
+    return key
+
+
+def get(owner_id, key: str) -> bytes:
+    """Read and decrypt an object of this owner; anything else raises BlobError."""
+    try:
+        blob = objects().read(owner_id, key)
+    except ForeignObjectKey:
+        raise BlobError("object does not belong to this owner") from None
+    except (FileNotFoundError, OSError):
+        raise BlobError("object is missing") from None
+    try:
+        (length,) = _LEN.unpack_from(blob, 0)
+        wrapped, body = blob[2:2 + length], blob[2 + length:]
+        from secrets_vault.crypto import parse_header
+
+        version = parse_header(wrapped).key_version
+        _, user_key = _user_key(owner_id, version)
+        object_key = decrypt(user_key, wrapped, aad=_aad(owner_id, key, "key"))
+        return decrypt(object_key, body, aad=_aad(owner_id, key, "body"))
+    except (CiphertextError, struct.error):
+        raise BlobError("object failed authentication (tampered, moved, or not this owner's)") from None
+
+
+def delete(owner_id, key: str) -> None:
+    objects().delete(owner_id, key)
+
+
+def delete_owner(owner_id) -> int:
+    """Delete every object under the owner's prefix (account deletion, 'delete synced mail')."""
+    storage, prefix, count = _storage(), owner_prefix(owner_id), 0
+    stack = [prefix.rstrip("/")]
+    while stack:
+        folder = stack.pop()
+        try:
+            dirs, files = storage.listdir(folder)
+        except FileNotFoundError:
+            continue
+        for name in files:
+            storage.delete(f"{folder}/{name}")
+            count += 1
+        stack.extend(f"{folder}/{d}" for d in dirs)
+    return count
