@@ -118,6 +118,9 @@ def oauth_start(*, owner, provider: str, capabilities=None, redirect_uri: str, c
     else:
         if connection.owner_id != owner.pk or connection.provider != provider:
             raise ValueError("the connection belongs to another owner or provider")
+        if connection.status == Connection.Status.DISCONNECTED:
+            raise serializers.ValidationError(
+                {"connection": "This connection was disconnected; connect the mailbox again as a new one."})
         ask = _scopes_to_ask(provider, connection, wanted)
     state, verifier, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(64), secrets.token_urlsafe(24)
     # The attempt remembers the full set: the vault compares the grant with it, and stores it as the
@@ -159,9 +162,9 @@ def _record_provider_error(connection: Connection, error: str) -> None:
         shown = error if _ERROR_CODE.match(error) else "unknown"
         message = f"{name} could not complete the sign-in ({shown}); please try again."
     fields = {"last_error": message, "updated_at": timezone.now()}
-    if connection.oauth_secret_id is None:
-        fields["status"] = Connection.Status.ERROR
-    elif error == "access_denied":
+    if connection.status == Connection.Status.PENDING:
+        fields["status"] = Connection.Status.ERROR  # a first sign-in; a re-authorisation changes no status
+    elif connection.status == Connection.Status.ACTIVE and error == "access_denied":
         fields["last_error"] = "You declined the additional access; the connection keeps working as before."
     Connection.objects.for_owner(connection.owner_id).filter(pk=connection.pk).update(**fields)
 

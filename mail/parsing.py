@@ -1,11 +1,12 @@
 """Reading real-world mail without ever crashing: every message gets listed, however malformed.
 
-Each header is read on its own, first with the modern policy and then, if that fails, raw; bad
+Messages are parsed with the lenient compat32 policy and each header is decoded on its own; bad
 charsets decode with replacement characters; a message that cannot be parsed at all is kept and
 shown raw (with `parse_error` saying why).
 """
 
 import email
+import email.header
 import email.policy
 import email.utils
 import re
@@ -33,15 +34,24 @@ class Parsed:
 
 
 def _header(message, name: str) -> str:
+    """A header decoded from RFC 2047 words; unknown charsets and 8-bit bytes decode with replacement."""
+    value = message.get(name)
+    if value is None:
+        return ""
     try:
-        value = message.get(name)
-        return "" if value is None else str(value)
+        words = email.header.decode_header(str(value))
+        return "".join(_decode_word(text, charset) for text, charset in words)
     except Exception:  # noqa: BLE001 - a broken header must not stop the message from being listed
-        try:
-            raw = message.get_all(name, failobj=[]) if hasattr(message, "get_all") else []
-            return " ".join(str(v) for v in raw)
-        except Exception:  # noqa: BLE001
-            return ""
+        return str(value).encode("utf-8", "replace").decode("utf-8", "replace")
+
+
+def _decode_word(text, charset) -> str:
+    if isinstance(text, str):
+        return text
+    try:
+        return text.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return text.decode("utf-8", errors="replace")
 
 
 def _addresses(value: str) -> list[str]:
@@ -84,10 +94,9 @@ def _text_parts(message) -> tuple[str, str]:
 
 
 def _load(raw: bytes):
-    try:
-        return email.message_from_bytes(raw, policy=email.policy.default), ""
-    except Exception as exc:  # noqa: BLE001
-        return email.message_from_bytes(raw, policy=email.policy.compat32), f"parsed leniently: {type(exc).__name__}"
+    # compat32: several times faster than policy.default, and it never raises on a bad header;
+    # headers are decoded one by one in _header().
+    return email.message_from_bytes(raw, policy=email.policy.compat32), ""
 
 
 def parse(raw: bytes) -> Parsed:

@@ -46,6 +46,9 @@ class OwnedStorage:
 
     def save(self, owner_id, parts: tuple[str, ...], data: bytes) -> str:
         key = owned_key(owner_id, *parts)
+        if hasattr(self.storage, "write_object"):  # the local fast path (mail/blobstore.py)
+            self.storage.write_object(key, data)
+            return key
         if self.storage.exists(key):
             self.storage.delete(key)  # keys are content-addressed or unique; a rewrite replaces
         saved = self.storage.save(key, ContentFile(data))

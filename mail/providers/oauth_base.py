@@ -25,9 +25,11 @@ PKCE_PURPOSE = "oauth_pkce"  # the sealed verifier + nonce + redirect URI on the
 TIMEOUT = 20
 PROVIDER_NAMES = {"gmail": "Google", "microsoft": "Microsoft"}
 
-# requests-oauthlib and oauthlib print whole request and response bodies (codes, verifiers,
-# tokens) at DEBUG. Nothing we need is said there, so those two loggers never go below WARNING.
-for _name in ("requests_oauthlib", "oauthlib"):
+# requests-oauthlib and oauthlib print whole request and response bodies at DEBUG, and msal's
+# token cache logs each token request ("event=…") with the authorization code and the PKCE
+# verifier in clear (it masks only the tokens). Nothing we need is said there, so these loggers
+# never go below WARNING, whatever LOG_LEVEL says (tests/test_oauth_*.py: ..._reaches_the_logs).
+for _name in ("requests_oauthlib", "oauthlib", "msal"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 

@@ -52,6 +52,15 @@ def _save(connection: Connection, **fields) -> None:
     connection.save(update_fields=list(fields))
 
 
+def _tell(connection: Connection, status: str, message: str) -> None:
+    """Record a failed sign-in. Only a connection's first one decides its status; a failed
+    re-authorisation or upgrade leaves a working (or needs-reauth) connection as it was."""
+    if connection.status == Connection.Status.PENDING:
+        _save(connection, status=status, last_error=message)
+    else:
+        _save(connection, last_error=message)
+
+
 def _flow_secrets(owner_id, attempt: OAuthAttempt) -> dict:
     """The PKCE verifier, nonce and redirect URI web sealed to us when the attempt began."""
     opened = services.sealed_open(owner_id=owner_id, subject_id=attempt.id, purpose=PKCE_PURPOSE,
@@ -98,12 +107,15 @@ def exchange(*, owner_id, connection_id, attempt_id, grant_secret_id) -> dict:
         raise
 
 
-def exchange_failed(*, owner_id, connection_id, grant_secret_id, message: str) -> None:
+def exchange_failed(*, owner_id, connection_id, grant_secret_id, message: str = "") -> None:
+    """Give up on a code (retries ran out, or the vault refused it): destroy it and tell the user."""
     with owner_scope(owner_id):
-        services.secret_destroy(owner_id=owner_id, secret_id=grant_secret_id, detail="sign-in abandoned")
         connection = _locked_connection(owner_id, connection_id)
-        if connection is not None and connection.status == Connection.Status.PENDING:
-            _save(connection, status=Connection.Status.ERROR, last_error=message)
+        services.secret_destroy(owner_id=owner_id, secret_id=grant_secret_id, detail="sign-in abandoned")
+        if connection is not None:
+            name = PROVIDER_NAMES.get(connection.provider, "The provider")
+            _tell(connection, Connection.Status.ERROR,
+                  message or f"{name} could not be reached to finish connecting; please try again.")
 
 
 def _exchange_locked(owner_id, connection_id, attempt_id, grant_secret_id) -> dict:
@@ -128,13 +140,12 @@ def _exchange_locked(owner_id, connection_id, attempt_id, grant_secret_id) -> di
         # Terminal: the code is spent or refused either way. No retry; the user is told what to do.
         services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail=f"exchange refused ({exc.code})")
         status = Connection.Status.NEEDS_REAUTH if isinstance(exc, GrantRevoked) else Connection.Status.ERROR
-        if connection.oauth_secret_id is None or isinstance(exc, ProviderRejected):
-            _save(connection, status=status, last_error=exc.message)
-        else:
-            _save(connection, last_error=exc.message)  # an upgrade failed; the existing access still works
+        _tell(connection, status, exc.message)
         return {"connection_id": str(connection.pk), "status": status, "code": exc.code}
     finally:
         del code
+        # The verifier is worthless once its code is spent; no sealed copy needs to stay around.
+        OAuthAttempt.objects.for_owner(owner_id).filter(pk=attempt.pk).update(sealed_verifier=b"")
     services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail="authorization code redeemed")
     return _accept(owner_id, connection, attempt, tokens, provider)
 
@@ -150,10 +161,7 @@ def _accept(owner_id, connection: Connection, attempt: OAuthAttempt, tokens: Tok
     if problem:
         outcome = _revoke_quietly(provider, tokens.refresh_token or tokens.access_token)
         _refuse(owner_id, subject=connection.pk, detail=f"{problem[:120]}; {outcome}")
-        if connection.oauth_secret_id is None:
-            _save(connection, status=Connection.Status.ERROR, last_error=problem)
-        else:
-            _save(connection, last_error=problem)
+        _tell(connection, Connection.Status.ERROR, problem)
         return {"connection_id": str(connection.pk), "status": "refused", "reason": problem}
     detail = f"{name} refresh token; granted {len(granted)} scopes" + (f", {len(missing)} fewer than asked"
                                                                         if missing else "")
@@ -250,12 +258,15 @@ def _refresh_locked(owner_id, connection_id) -> Lease | str:
 
 # --- revocation ------------------------------------------------------------------------------------
 
-def revoke(*, owner_id, provider: str, secret_id, give_up: bool = False) -> dict:
+def revoke(*, owner_id, connection_id, provider: str, secret_id, give_up: bool = False) -> dict:
     """Disconnect: revoke the refresh token at the provider, then destroy it.
 
     With `give_up` (retries exhausted) the token is destroyed unrevoked, and the audit trail says so.
+    The connection row (if the user kept it) is locked first, in the same order as a refresh takes
+    its locks, so a refresh running at the same moment finishes before the token goes.
     """
     with owner_scope(owner_id):
+        _locked_connection(owner_id, connection_id)
         secret = Secret.objects.for_owner(owner_id).filter(pk=secret_id, purpose=REFRESH_PURPOSE).first()
         if secret is None:
             return {"secret_id": str(secret_id), "status": "gone"}
