@@ -23,6 +23,8 @@ urlpatterns = [
     path("image-proxy", image_proxy, name="image-proxy"),
     path("accounts/", include("accounts.urls")),
     path("settings/", include("secrets_vault.urls")),
+    path("connections/", include("mail.urls")),
+    path("connections/", include("mail.ui_urls")),
     path("admin/", admin.site.urls),
     # Every view under /api/v1/ gets the Idempotency-Key mechanism (aiemaily/api/idempotency.py).
     path("api/v1/", include(idempotent_urls(api_v1))),

@@ -150,6 +150,7 @@ def test_environment(tmp: Path, database_url: str, redis_url: str) -> dict[str, 
         # (web, worker-vault, worker-sync) with only their own keys.
         "AIEMAILY_PROCESS": "test",
         **vault_keys,
+        "AIEMAILY_STORAGE_KMS_LOCAL_DIR": str(tmp / "keys" / "storage-kek"),
         "CELERY_BROKER_URL": f"{redis}/2",
         "REDIS_URL": f"{redis}/1",
         "SECRET_KEY_FILE": str(keys["secret_key"]),

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Keys each role may hold. Everything else secret is removed from the child's environment.
 ROLE_SECRETS = {
-    "web": set(),
+    "web": {"AIEMAILY_STORAGE_KMS_LOCAL_DIR"},
     "vault": {"AIEMAILY_VAULT_PRIVATE_KEY_FILE", "AIEMAILY_KMS_LOCAL_DIR", "VAULT_DATABASE_URL"},
-    "sync": {"AIEMAILY_SYNC_PRIVATE_KEY_FILE"},
-    "idle": {"AIEMAILY_SYNC_PRIVATE_KEY_FILE"},
+    "sync": {"AIEMAILY_SYNC_PRIVATE_KEY_FILE", "AIEMAILY_STORAGE_KMS_LOCAL_DIR"},
+    "idle": {"AIEMAILY_SYNC_PRIVATE_KEY_FILE", "AIEMAILY_STORAGE_KMS_LOCAL_DIR"},
 }
 ALL_ROLE_SECRETS = set().union(*ROLE_SECRETS.values())
 

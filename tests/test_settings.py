@@ -65,8 +65,15 @@ def test_production_refuses_to_start_without_allowed_hosts():
 
 def test_the_default_profile_is_production_with_debug_off():
     result = subprocess.run(
-        [sys.executable, "-c", "from django.conf import settings; print(settings.AIEMAILY_ENV, settings.DEBUG)"],
-        env={k: v for k, v in os.environ.items() if k not in ("AIEMAILY_ENV", "DEBUG")},
+        [sys.executable, "-c", "from django.conf import settings; print(settings.AIEMAILY_ENV, settings.DEBUG, "
+                               "settings.AIEMAILY_PROCESS)"],
+        env={k: v for k, v in os.environ.items() if k not in ("AIEMAILY_ENV", "DEBUG", "AIEMAILY_PROCESS")},
         capture_output=True, text=True,
     )
-    assert result.stdout.strip() == "production False", result.stderr
+    assert result.stdout.strip() == "production False web", result.stderr
+
+
+def test_production_refuses_the_test_process_that_plays_every_role():
+    result = _start({"AIEMAILY_ENV": "production", "AIEMAILY_PROCESS": "test"})
+    assert result.returncode != 0
+    assert "AIEMAILY_PROCESS=test" in result.stderr

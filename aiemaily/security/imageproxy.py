@@ -1,0 +1,184 @@
+"""The signed image proxy: `/image-proxy?u=<remote url>&s=<signature>`.
+
+When a user chooses "load images" for a message, its remote images are fetched by us, not by the
+browser, so the sender learns neither the reader's IP address nor the moment the mail was opened
+from a direct hit, and the message frame's CSP can keep `img-src` to our own origin.
+
+The proxy must not become an open relay or an SSRF tool, so:
+- only URLs we signed are fetched (HMAC from SECRET_KEY via salted_hmac, compared in constant time);
+- only http(s), to public addresses: every hop (redirects included) goes through netguard.vet_host
+  and we connect to the vetted IP itself, so DNS cannot change the answer in between;
+- a size cap, a wall-clock deadline, at most a few redirects, and only raster image/* types
+  (SVG is refused: opened directly it is a document that can run script);
+- the answer carries nosniff and `default-src 'none'; sandbox`, so even a mislabelled body is inert.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.urls import reverse
+from django.utils.crypto import constant_time_compare, salted_hmac
+from django.views.decorators.http import require_GET
+
+from aiemaily.security.netguard import BlockedDestination, VettedAddress, create_connection, vet_host
+
+logger = logging.getLogger(__name__)
+
+_SALT = "aiemaily.security.imageproxy"
+PASSED_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"})
+MAX_URL_LENGTH = 2048
+MAX_REDIRECTS = 3
+PROXY_CSP = "default-src 'none'; sandbox"
+
+
+class ProxyRefused(Exception):  # noqa: N818 - reads as what happened
+    """The remote image cannot be served; `status` is what the proxy answers."""
+
+    def __init__(self, reason: str, status: int = 502):
+        super().__init__(reason)
+        self.status = status
+
+
+def sign(url: str) -> str:
+    return salted_hmac(_SALT, url, algorithm="sha256").hexdigest()
+
+
+def proxy_url(url: str) -> str:
+    """Our URL for a remote image; sanitise_email_html(proxy_url=proxy_url) uses it."""
+    return f"{reverse('image-proxy')}?{urlencode({'u': url, 's': sign(url)})}"
+
+
+def signature_ok(url: str, signature: str) -> bool:
+    return bool(url) and bool(signature) and constant_time_compare(sign(url), signature)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    content_type: str
+    body: bytes
+
+
+def _target(url: str) -> tuple[str, VettedAddress, str]:
+    """Scheme, vetted address and request path for one hop; refuses anything but public http(s)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ProxyRefused("only plain http(s) URLs without credentials are proxied", 400)
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise ProxyRefused("invalid port", 400) from None
+    try:
+        vetted = vet_host(parts.hostname, port)
+    except BlockedDestination as exc:
+        raise ProxyRefused(str(exc), 403) from None
+    path = parts.path or "/"
+    return scheme, vetted, path + (f"?{parts.query}" if parts.query else "")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to the vetted IP; the Host header still names the original host."""
+
+    def __init__(self, vetted: VettedAddress, timeout: float):
+        super().__init__(vetted.host, vetted.port, timeout=timeout)
+        self._vetted = vetted
+
+    def connect(self):
+        self.sock = create_connection(self._vetted, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to the vetted IP, with SNI and certificate checks for the original host name."""
+
+    def __init__(self, vetted: VettedAddress, timeout: float):
+        super().__init__(vetted.host, vetted.port, timeout=timeout, context=ssl.create_default_context())
+        self._vetted = vetted
+
+    def connect(self):
+        raw = create_connection(self._vetted, self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self._vetted.host)
+
+
+def _read_capped(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
+    declared = response.getheader("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProxyRefused("image too large", 502)
+    chunks, size = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise ProxyRefused("remote server too slow", 504)
+        chunk = response.read(16384)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ProxyRefused("image too large", 502)
+        chunks.append(chunk)
+
+
+def _content_type(response: http.client.HTTPResponse) -> str:
+    value = (response.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if value not in PASSED_TYPES:
+        raise ProxyRefused("not a raster image", 415)
+    return value
+
+
+def fetch_image(url: str) -> Fetched:
+    """GET a remote image within the limits in settings; follows a few redirects, vetting each."""
+    timeout = settings.AIEMAILY_IMAGE_PROXY_TIMEOUT
+    deadline = time.monotonic() + timeout
+    for _ in range(MAX_REDIRECTS + 1):
+        scheme, vetted, path = _target(url)
+        connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+        connection = connection_class(vetted, timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            connection.request("GET", path, headers={"User-Agent": "Aiemaily-ImageProxy", "Accept": "image/*"})
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                url = urljoin(url, response.getheader("Location"))
+                continue
+            if response.status != 200:
+                raise ProxyRefused(f"remote answered {response.status}", 502)
+            content_type = _content_type(response)
+            return Fetched(content_type, _read_capped(response, settings.AIEMAILY_IMAGE_PROXY_MAX_BYTES, deadline))
+        except (OSError, http.client.HTTPException) as exc:
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            raise ProxyRefused(f"fetch failed: {type(exc).__name__}", status) from None
+        finally:
+            connection.close()
+    raise ProxyRefused("too many redirects", 502)
+
+
+def _refusal(status: int) -> HttpResponse:
+    response = HttpResponse(status=status, content_type="text/plain")
+    response["Content-Security-Policy"] = PROXY_CSP
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def image_proxy(request):
+    url, signature = request.GET.get("u", ""), request.GET.get("s", "")
+    if len(url) > MAX_URL_LENGTH or not signature_ok(url, signature):
+        return _refusal(403)
+    try:
+        image = fetch_image(url)
+    except ProxyRefused as exc:
+        # The host is logged (it is what an operator needs); the path and query may carry tokens.
+        logger.warning("image proxy refused %s: %s", urlsplit(url).hostname, exc)
+        return _refusal(exc.status)
+    response = HttpResponse(image.body, content_type=image.content_type)
+    response["Content-Security-Policy"] = PROXY_CSP
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
