@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "csp",
     "aiemaily.apps.AiemailyConfig",
+    "aiemaily.idempotency",
     "accounts",
     "mail",
     "secrets_vault",
@@ -253,7 +254,7 @@ WHITENOISE_ALLOW_ALL_ORIGINS = False
 PERMISSIONS_POLICY = {
     feature: "()"
     for feature in (
-        "accelerometer", "autoplay", "bluetooth", "camera", "display-capture", "encrypted-media",
+        "accelerometer", "autoplay", "camera", "display-capture", "encrypted-media",
         "fullscreen", "geolocation", "gyroscope", "hid", "idle-detection", "magnetometer", "microphone",
         "midi", "payment", "picture-in-picture", "publickey-credentials-get", "screen-wake-lock",
         "serial", "usb", "xr-spatial-tracking",
@@ -370,6 +371,7 @@ CELERY_ACCEPT_CONTENT = ["json"]  # never pickle
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "sync"
 CELERY_TASK_ROUTES = {
+    "mail.tasks.idle_watch": {"queue": "idle"},  # exact names are matched before the globs below
     "secrets_vault.tasks.*": {"queue": "vault"},
     "mail.tasks.*": {"queue": "sync"},
     "aiemaily.tasks.*": {"queue": "sync"},
@@ -379,7 +381,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE: dict = {}
+# Workers log through LOGGING below (JSON + secret redaction), not through Celery's own handlers;
+# Celery's stdout redirection would also feed our stderr handler back into itself and lose lines.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_REDIRECT_STDOUTS = False
+CELERY_BEAT_SCHEDULE: dict = {
+    # Expired idempotency keys are already treated as new; the hourly reaper only bounds the table.
+    "idempotency-reap-expired": {"task": "aiemaily.idempotency.tasks.reap_expired", "schedule": 3600.0},
+    # Polling fallback for mailboxes without a live IDLE watcher, and (re)starting those watchers.
+    "mail-sync-due": {"task": "mail.tasks.sync_due", "schedule": float(env_int("AIEMAILY_SYNC_INTERVAL", 300))},
+}
 
 # --- trust zones: which process holds which key (DESIGN.md "Processes and trust zones") ----------
 # AIEMAILY_PROCESS names the process. Each private key, the KEK and the DEK store are configured only
@@ -446,6 +457,45 @@ if "vault" in _plays:
 AIEMAILY_DEK_CACHE_SECONDS = env_int("AIEMAILY_DEK_CACHE_SECONDS", 300)
 AIEMAILY_DEK_CACHE_USES = env_int("AIEMAILY_DEK_CACHE_USES", 1000)
 AIEMAILY_LEASE_SECONDS = env_int("AIEMAILY_LEASE_SECONDS", 300)
+# Message bodies: encrypted objects (mail/blobstore.py). The storage KMS key is distinct from the
+# credentials KEK; web, sync and the IDLE watcher may use it (read mail), the vault does not need it.
+AIEMAILY_STORAGE = env_choice("AIEMAILY_STORAGE", ("local", "s3"), "local")
+AIEMAILY_OBJECTS_DIR = Path(env_str("AIEMAILY_OBJECTS_DIR", str(VAR_DIR / "objects")))
+AIEMAILY_S3_BUCKET = env_str("AIEMAILY_S3_BUCKET")
+AIEMAILY_S3_ENDPOINT = env_str("AIEMAILY_S3_ENDPOINT")
+AIEMAILY_STORAGE_KMS = env_choice("AIEMAILY_STORAGE_KMS", ("local", "aws"), "local")
+AIEMAILY_STORAGE_KMS_CONFIG = None
+if _plays & {"web", "sync", "idle"}:
+    if AIEMAILY_STORAGE_KMS == "local":
+        _storage_kek = env_str("AIEMAILY_STORAGE_KMS_LOCAL_DIR", str(VAR_DIR / "keys" / "storage-kek")
+                               if not PRODUCTION else None)
+        if _storage_kek is None:
+            raise ImproperlyConfigured("AIEMAILY_STORAGE_KMS_LOCAL_DIR must be set")
+        AIEMAILY_STORAGE_KMS_CONFIG = {"backend": "local", "key_dir": _storage_kek, "create": not PRODUCTION}
+    else:
+        AIEMAILY_STORAGE_KMS_CONFIG = {"backend": "aws", "key_id": env_str("AIEMAILY_STORAGE_AWS_KMS_KEY_ID"),
+                                       "region": env_str("AWS_REGION", "us-east-1"),
+                                       "endpoint_url": env_str("AIEMAILY_AWS_KMS_ENDPOINT")}
+AIEMAILY_STORAGE_KEY_CACHE_SECONDS = env_int("AIEMAILY_STORAGE_KEY_CACHE_SECONDS", 300)
+# Extra CA certificates trusted for IMAP/SMTP TLS (a company CA; the test harness's CA).
+AIEMAILY_MAIL_CA_BUNDLE = env_str("AIEMAILY_MAIL_CA_BUNDLE")
+# OAuth clients. Web builds consent URLs (client ids are public); worker-vault exchanges codes and
+# refreshes tokens, so only it reads the client secrets (mail/oauth.py, mail/providers/*_oauth.py).
+GOOGLE_OAUTH_CLIENT_ID = env_str("GOOGLE_OAUTH_CLIENT_ID")
+GOOGLE_OAUTH_CLIENT_SECRET = env_secret("GOOGLE_OAUTH_CLIENT_SECRET") if "vault" in _plays else None
+GOOGLE_AUTH_URI = env_str("GOOGLE_AUTH_URI", "https://accounts.google.com/o/oauth2/v2/auth")
+GOOGLE_TOKEN_URI = env_str("GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token")
+GOOGLE_REVOKE_URI = env_str("GOOGLE_REVOKE_URI", "https://oauth2.googleapis.com/revoke")
+GOOGLE_USERINFO_URI = env_str("GOOGLE_USERINFO_URI", "https://openidconnect.googleapis.com/v1/userinfo")
+MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
+MICROSOFT_CLIENT_SECRET = env_secret("MICROSOFT_CLIENT_SECRET") if "vault" in _plays else None
+MICROSOFT_AUTHORITY = env_str("MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common").rstrip("/")
+for _name in ("GOOGLE_AUTH_URI", "GOOGLE_TOKEN_URI", "GOOGLE_REVOKE_URI", "GOOGLE_USERINFO_URI", "MICROSOFT_AUTHORITY"):
+    # Codes, verifiers and tokens travel to these: never over plain HTTP, not even in development.
+    if not globals()[_name].startswith("https://"):
+        raise ImproperlyConfigured(f"{_name} must be an https:// URL")
+# Extra CA certificates trusted for the OAuth endpoints above (the test harness's CA).
+AIEMAILY_OAUTH_CA_BUNDLE = env_str("AIEMAILY_OAUTH_CA_BUNDLE")
 
 # --- logging ---------------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "text" if DEVELOPMENT else "json")

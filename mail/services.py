@@ -113,3 +113,16 @@ def connection_sync_queue(*, connection: Connection) -> None:
         leases_issue.s(owner_id, connection_id, secret_ids),
         connection_sync.s(owner_id=owner_id, connection_id=connection_id),
     ).apply_async())
+
+
+def connection_idle_queue(*, connection: Connection, max_seconds: int | None = None) -> None:
+    """Queue an IDLE watch session (a fresh lease first) for an active IMAP connection."""
+    from mail.tasks import idle_watch
+    from secrets_vault.tasks import leases_issue
+
+    owner_id, connection_id = str(connection.owner_id), str(connection.id)
+    secret_ids = {"imap_password": str(connection.imap_secret_id)}
+    transaction.on_commit(lambda: chain(
+        leases_issue.s(owner_id, connection_id, secret_ids),
+        idle_watch.s(owner_id=owner_id, connection_id=connection_id, max_seconds=max_seconds),
+    ).apply_async())

@@ -75,3 +75,65 @@ def connection_sync(leases, owner_id, connection_id):
                                                         error_code=exc.code, error=exc.message)
         return {"connection_id": connection_id, "status": "error"}
     return {"connection_id": connection_id, "status": "synced", "messages": progress.done}
+
+
+@shared_task(name="mail.tasks.idle_watch")
+def idle_watch(leases, owner_id, connection_id, max_seconds=None):
+    """The IDLE watcher (queue `idle`, its own process): wait for new mail, then queue a sync.
+
+    One task per active mailbox holds one IMAP connection. When the session ends (new mail or the
+    25-minute IDLE limit) the next one is queued with a fresh lease; `sync_due` restarts watchers
+    that died, using the `idle_until` mark this task keeps in the connection's sync state.
+    """
+    from django.utils import timezone
+
+    from mail.idle import IDLE_SECONDS, wait_for_change
+    from mail.providers.mailservers import imap_client
+    from mail.sync_imap import _save_progress
+
+    seconds = max_seconds or IDLE_SECONDS
+    with owner_scope(owner_id):
+        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+    if connection is None or connection.status != Connection.Status.ACTIVE:
+        return {"connection_id": connection_id, "status": "stopped"}
+    until = timezone.now() + timezone.timedelta(seconds=seconds + 120)
+    _save_progress(owner_id, connection_id, {"idle_until": until.isoformat()})
+    try:
+        password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
+                              purpose="imap_password")
+        with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
+                         connection.imap_username, password) as client:
+            changed = wait_for_change(client, max_seconds=seconds)
+    except (MailServerError, LeaseError):
+        _save_progress(owner_id, connection_id, {"idle_until": None})
+        return {"connection_id": connection_id, "status": "error"}
+    with owner_scope(owner_id):
+        connection = Connection.objects.for_owner(owner_id).get(pk=connection_id)
+        if changed:
+            services.connection_sync_queue(connection=connection)
+        services.connection_idle_queue(connection=connection)
+    return {"connection_id": connection_id, "status": "changed" if changed else "renew"}
+
+
+@shared_task(name="mail.tasks.sync_due")
+def sync_due():
+    """Beat: poll every active IMAP mailbox (the fallback) and restart IDLE watchers that stopped.
+
+    Reads across owners through the audited maintenance path; queues per-owner work only.
+    """
+    from datetime import datetime
+
+    from django.utils import timezone
+
+    queued = watchers = 0
+    active = Connection.objects.unscoped(reason="beat: periodic mail sync").filter(
+        status=Connection.Status.ACTIVE, provider=Connection.Provider.IMAP)
+    for connection in active:
+        with owner_scope(connection.owner_id):
+            services.connection_sync_queue(connection=connection)
+            queued += 1
+            idle_until = (connection.sync_state or {}).get("idle_until")
+            if not idle_until or datetime.fromisoformat(idle_until) < timezone.now():
+                services.connection_idle_queue(connection=connection)
+                watchers += 1
+    return {"sync_queued": queued, "watchers_started": watchers}
