@@ -126,3 +126,9 @@ def connection_idle_queue(*, connection: Connection, max_seconds: int | None = N
         leases_issue.s(owner_id, connection_id, secret_ids),
         idle_watch.s(owner_id=owner_id, connection_id=connection_id, max_seconds=max_seconds),
     ).apply_async())
+
+
+def connection_sync_mark_queued(*, connection: Connection) -> None:
+    """Show 'queued' at once, so the page polls until the worker reports progress."""
+    state = {**(connection.sync_state or {}), "state": "queued", "last_error": ""}
+    Connection.objects.for_owner(connection.owner_id).filter(pk=connection.pk).update(sync_state=state)

@@ -13,5 +13,6 @@ urlpatterns = [
     path("<uuid:connection_id>/", views.connection_detail, name="detail"),
     path("<uuid:connection_id>/status.json", views.connection_status, name="status"),
     path("<uuid:connection_id>/password/", views.connection_update_password, name="password"),
+    path("<uuid:connection_id>/sync/", views.connection_sync_now, name="sync"),
     path("<uuid:connection_id>/disconnect/", views.connection_disconnect, name="disconnect"),
 ]

@@ -68,6 +68,7 @@ def connection_detail(request, connection_id):
                          else scopes.capabilities_granted(connection.provider, connection.granted_scopes)),
         "all_capabilities": scopes.CAPABILITIES,
         "password_form": PasswordUpdateForm(),
+        "sync": connection.sync_state or {},
     }
     return render(request, "mail/connection_detail.html", context)
 
@@ -77,7 +78,22 @@ def connection_detail(request, connection_id):
 def connection_status(request, connection_id):
     """What the page polls while a connection is being checked (session-authenticated JSON)."""
     connection = connection_get(owner=request.user, connection_id=connection_id)
-    return JsonResponse({"status": connection.status, "last_error": connection.last_error})
+    state = connection.sync_state or {}
+    return JsonResponse({"status": connection.status, "last_error": connection.last_error,
+                         "sync": {key: state.get(key) for key in ("state", "done", "total", "rate", "last_error")}})
+
+
+@login_required
+@require_POST
+def connection_sync_now(request, connection_id):
+    connection = connection_get(owner=request.user, connection_id=connection_id)
+    if connection.provider != "imap" or connection.status != Connection.Status.ACTIVE:
+        messages.error(request, "Only an active mailbox can sync.")
+    else:
+        services.connection_sync_queue(connection=connection)
+        services.connection_sync_mark_queued(connection=connection)
+        messages.info(request, "Sync started.")
+    return redirect("connections:detail", connection_id=connection.pk)
 
 
 @login_required

@@ -55,8 +55,8 @@ def test_adding_a_mailbox_from_the_form(signed_in, mail_settings, mailbox, dovec
     _verify(user, connection)
     active = signed_in.get(response["Location"]).content.decode()
     assert "status-active" in active and "connections.js" not in active
-    assert signed_in.get(f"/connections/{connection.pk}/status.json").json() == {"status": "active",
-                                                                                  "last_error": ""}
+    status = signed_in.get(f"/connections/{connection.pk}/status.json").json()
+    assert status["status"] == "active" and status["last_error"] == ""
     assert mailbox[0] in signed_in.get("/connections/").content.decode()
 
 
@@ -126,3 +126,26 @@ def test_pages_require_login(db):
     client = Client()
     assert client.get("/connections/").status_code == 302
     assert client.post("/connections/add/gmail/").status_code == 302
+
+
+def test_sync_progress_is_shown_and_sync_can_be_started(signed_in, mail_settings, mailbox, dovecot, smtp_server,
+                                                        django_capture_on_commit_callbacks, monkeypatch):
+    signed_in.post("/connections/add/imap/", _form(mailbox, dovecot, smtp_server))
+    user = signed_in.user
+    with owner_scope(user):
+        connection = Connection.objects.for_owner(user).get()
+    _verify(user, connection)
+    sent = []
+    monkeypatch.setattr("celery.canvas._chain.apply_async", lambda self, *a, **k: sent.append(self))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert signed_in.post(f"/connections/{connection.pk}/sync/").status_code == 302
+    assert sent and sent[0].tasks[-1].name == "mail.tasks.connection_sync"
+    page = signed_in.get(f"/connections/{connection.pk}/").content.decode()
+    assert "Waiting for a sync worker" in page and "data-poll-sync" in page and "connections.js" in page
+    with owner_scope(user):
+        Connection.objects.for_owner(user).filter(pk=connection.pk).update(
+            sync_state={"state": "syncing", "done": 120, "total": 480, "rate": 60.0, "last_error": ""})
+    page = signed_in.get(f"/connections/{connection.pk}/").content.decode()
+    assert 'value="120" max="480"' in page and "Syncing: 120 of 480 messages (60.0 per second)" in page
+    status = signed_in.get(f"/connections/{connection.pk}/status.json").json()
+    assert status["sync"] == {"state": "syncing", "done": 120, "total": 480, "rate": 60.0, "last_error": ""}

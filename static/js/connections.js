@@ -1,10 +1,13 @@
-// Connection page: while a connection is being checked, poll its status and reload when it changes.
+// Connection page: while a connection is checked or synced, poll its status and show progress.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
-  const el = document.querySelector("[data-poll-status]");
-  if (!el) return;
-  const url = el.dataset.pollStatus;
-  const initial = el.dataset.status;
+  const statusEl = document.querySelector("[data-poll-status]");
+  const syncEl = document.querySelector("[data-poll-sync]");
+  const url = (statusEl && statusEl.dataset.pollStatus) || (syncEl && syncEl.dataset.pollSync);
+  if (!url) return;
+  const initialStatus = statusEl ? statusEl.dataset.status : null;
+  const bar = document.querySelector("[data-sync-progress]");
+  const text = document.querySelector("[data-sync-text]");
   let tries = 0;
   const poll = async () => {
     tries += 1;
@@ -12,12 +15,22 @@ document.addEventListener("DOMContentLoaded", () => {
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (response.ok) {
         const body = await response.json();
-        if (body.status !== initial) { window.location.reload(); return; }
+        if (initialStatus && body.status !== initialStatus) { window.location.reload(); return; }
+        const sync = body.sync || {};
+        if (syncEl && bar && text && sync.state === "syncing") {
+          bar.max = Math.max(sync.total || 0, 1);
+          bar.value = sync.done || 0;
+          text.textContent = `Syncing: ${sync.done || 0} of ${sync.total || 0} messages` +
+            (sync.rate ? ` (${sync.rate} per second)` : "");
+        } else if (syncEl && sync.state && sync.state !== "queued" && sync.state !== "syncing") {
+          window.location.reload();
+          return;
+        }
       }
     } catch (error) {
-      // Network hiccup: try again on the next tick.
+      // A network hiccup: try again on the next tick.
     }
-    if (tries < 60) window.setTimeout(poll, 2000);
+    if (tries < 600) window.setTimeout(poll, 1500);
   };
-  window.setTimeout(poll, 1500);
+  window.setTimeout(poll, 1000);
 });
