@@ -214,10 +214,11 @@ def delete(owner_id, key: str) -> None:
     objects().delete(owner_id, key)
 
 
-def delete_owner(owner_id) -> int:
-    """Delete every object under the owner's prefix (account deletion, 'delete synced mail')."""
-    storage, prefix, count = _storage(), owner_prefix(owner_id), 0
-    stack = [prefix.rstrip("/")]
+def delete_owner(owner_id, *parts: str) -> int:
+    """Delete every object under owner/<owner id>/<parts…> (account deletion, 'delete synced mail')."""
+    storage, count = _storage(), 0
+    prefix = owned_key(owner_id, *parts) if parts else owner_prefix(owner_id).rstrip("/")
+    stack = [prefix]
     while stack:
         folder = stack.pop()
         try:

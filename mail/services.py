@@ -96,7 +96,11 @@ def connection_disconnect(*, owner, connection: Connection, keep_mail: bool) -> 
 
         queue_revocation(connection)
     if not keep_mail:
-        Connection.objects.for_owner(owner).filter(pk=connection.pk).delete()
+        from mail import blobstore
+
+        Connection.objects.for_owner(owner).filter(pk=connection.pk).delete()  # cascades to messages
+        connection_id = str(connection.pk)
+        transaction.on_commit(lambda: blobstore.delete_owner(owner.pk, "messages", connection_id))
     logger.info("connection %s disconnected (keep_mail=%s)", connection.pk, keep_mail)
 
 

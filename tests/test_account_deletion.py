@@ -52,7 +52,14 @@ def test_delete_closes_now_then_shreds_then_purges(django_capture_on_commit_call
 
     owner_shred(str(user.pk))
     assert not DataKey.objects.filter(owner_id=user.pk).exists()
-    account_purge(str(user.pk))
+    from mail import blobstore
+
+    with owner_scope(user):
+        blob = blobstore.put(user.pk, ("messages", "c1", "m1"), b"a stored message")
+    result = account_purge(str(user.pk))
+    assert result["deleted_objects"] == 1
+    with pytest.raises(blobstore.BlobError):
+        blobstore.get(user.pk, blob)
     assert not User.objects.filter(pk=user.pk).exists()
     with owner_scope(user.pk):
         assert not Secret.objects.for_owner(user.pk).exists()
