@@ -477,6 +477,8 @@ if _plays & {"web", "sync", "idle"}:
                                        "region": env_str("AWS_REGION", "us-east-1"),
                                        "endpoint_url": env_str("AIEMAILY_AWS_KMS_ENDPOINT")}
 AIEMAILY_STORAGE_KEY_CACHE_SECONDS = env_int("AIEMAILY_STORAGE_KEY_CACHE_SECONDS", 300)
+# A send still `sending` after this long is treated as interrupted and reconciled via the Sent folder.
+AIEMAILY_SEND_STALE_SECONDS = env_int("AIEMAILY_SEND_STALE_SECONDS", 600)
 # Extra CA certificates trusted for IMAP/SMTP TLS (a company CA; the test harness's CA).
 AIEMAILY_MAIL_CA_BUNDLE = env_str("AIEMAILY_MAIL_CA_BUNDLE")
 # OAuth clients. Web builds consent URLs (client ids are public); worker-vault exchanges codes and
@@ -496,6 +498,15 @@ for _name in ("GOOGLE_AUTH_URI", "GOOGLE_TOKEN_URI", "GOOGLE_REVOKE_URI", "GOOGL
         raise ImproperlyConfigured(f"{_name} must be an https:// URL")
 # Extra CA certificates trusted for the OAuth endpoints above (the test harness's CA).
 AIEMAILY_OAUTH_CA_BUNDLE = env_str("AIEMAILY_OAUTH_CA_BUNDLE")
+# Mail APIs worker-sync calls with leased access tokens (mail/sync_gmail.py, mail/sync_graph.py).
+GMAIL_API_BASE = env_str("GMAIL_API_BASE", "https://gmail.googleapis.com").rstrip("/")
+GRAPH_API_BASE = env_str("GRAPH_API_BASE", "https://graph.microsoft.com/v1.0").rstrip("/")
+for _name in ("GMAIL_API_BASE", "GRAPH_API_BASE"):
+    # Access tokens travel to these as bearer tokens: never over plain HTTP.
+    if not globals()[_name].startswith("https://"):
+        raise ImproperlyConfigured(f"{_name} must be an https:// URL")
+# Extra CA certificates trusted for the mail APIs above (the test harness's CA); None: the system's.
+AIEMAILY_PROVIDER_CA_BUNDLE = env_str("AIEMAILY_PROVIDER_CA_BUNDLE")
 
 # --- logging ---------------------------------------------------------------------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", ("json", "text"), "text" if DEVELOPMENT else "json")

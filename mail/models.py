@@ -162,3 +162,40 @@ class Message(OwnedModel):
 
     def __str__(self):
         return self.subject or "(no subject)"
+
+
+class OutboxMessage(OwnedModel):
+    """A message the user asked us to send, moving queued → sending → sent | failed | uncertain.
+
+    `sending` is committed before the provider sees the message. Finding a row still `sending` later
+    means a worker died mid-send: it becomes `uncertain` and is resolved by looking for its
+    Message-ID in the Sent folder — never by sending again.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        SENDING = "sending", "sending"
+        SENT = "sent", "sent"
+        FAILED = "failed", "failed"
+        UNCERTAIN = "uncertain", "not sure it was sent"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="outbox")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    message_id = models.CharField(max_length=300, unique=True)
+    to_addrs = models.JSONField(default=list)
+    cc_addrs = models.JSONField(default=list, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    blob_key = models.CharField(max_length=400)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sending_started_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.subject or '(no subject)'} ({self.status})"

@@ -136,3 +136,17 @@ def connection_sync_mark_queued(*, connection: Connection) -> None:
     """Show 'queued' at once, so the page polls until the worker reports progress."""
     state = {**(connection.sync_state or {}), "state": "queued", "last_error": ""}
     Connection.objects.for_owner(connection.owner_id).filter(pk=connection.pk).update(sync_state=state)
+
+
+def outbox_queue(*, row, countdown: int = 0) -> None:
+    """Queue a send: the vault leases the SMTP and IMAP passwords, then worker-sync sends."""
+    from mail.tasks import outbox_send
+    from secrets_vault.tasks import leases_issue
+
+    connection = row.connection
+    owner_id, connection_id, outbox_id = str(row.owner_id), str(connection.pk), str(row.pk)
+    secret_ids = {"smtp_password": str(connection.smtp_secret_id), "imap_password": str(connection.imap_secret_id)}
+    transaction.on_commit(lambda: chain(
+        leases_issue.s(owner_id, connection_id, secret_ids),
+        outbox_send.s(owner_id=owner_id, outbox_id=outbox_id),
+    ).apply_async(countdown=countdown))

@@ -137,3 +137,21 @@ def sync_due():
                 services.connection_idle_queue(connection=connection)
                 watchers += 1
     return {"sync_queued": queued, "watchers_started": watchers}
+
+
+@shared_task(name="mail.tasks.outbox_send", acks_late=True)
+def outbox_send(leases, owner_id, outbox_id):
+    """Send one outbox message exactly once (see mail/outbox.py for the state machine)."""
+    from mail import outbox
+    from mail.models import OutboxMessage
+
+    with owner_scope(owner_id):
+        row = OutboxMessage.objects.for_owner(owner_id).select_related("connection").filter(pk=outbox_id).first()
+    if row is None:
+        return {"outbox_id": outbox_id, "status": "gone"}
+    result = outbox.send(outbox.LeasedPasswords(leases, owner_id, row.connection_id), owner_id, outbox_id)
+    if result == "retry" and row.attempts < 5:
+        with owner_scope(owner_id):
+            row = OutboxMessage.objects.for_owner(owner_id).select_related("connection").get(pk=outbox_id)
+            services.outbox_queue(row=row, countdown=60 * (row.attempts or 1))
+    return {"outbox_id": outbox_id, "status": result}

@@ -182,3 +182,72 @@ def owner_shred(*, owner_id) -> int:
     audit_record(owner_id=owner_id, action=AuditEvent.Action.SHRED, process="vault", purpose="dek",
                  detail=f"{destroyed} data keys destroyed")
     return destroyed
+
+
+# --- vault: secrets the vault obtains or uses itself (OAuth codes and refresh tokens) -------------
+
+def sealed_open(*, owner_id, subject_id, purpose: str, sealed: bytes) -> SecretStr:
+    """Open a value web sealed to the vault for one use (an OAuth code, a PKCE verifier). Not stored."""
+    try:
+        plaintext = unseal(keystore.vault_private_key(), bytes(sealed),
+                           aad=seal_aad(owner_id=owner_id, secret_id=subject_id, purpose=purpose))
+    except CiphertextError:
+        raise VaultRefusal("sealed value did not open", purpose=purpose, subject=subject_id) from None
+    return SecretStr(plaintext.decode())
+
+
+def secret_open_sealed(*, owner_id, secret_id, purpose: str) -> SecretStr:
+    """Open a pending secret that is used once and never stored under a DEK (an authorization code)."""
+    secret = Secret.objects.for_owner(owner_id).filter(pk=secret_id).first()
+    if secret is None or secret.purpose != purpose or secret.state != Secret.State.PENDING:
+        raise VaultRefusal("no pending sealed secret of this purpose", purpose=purpose, subject=secret_id)
+    value = sealed_open(owner_id=owner_id, subject_id=secret.id, purpose=purpose, sealed=secret.sealed)
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.DECRYPT, process="vault", purpose=purpose,
+                 subject=secret.id, detail="opened once inside the vault; never stored")
+    return value
+
+
+def secret_reveal(*, owner_id, secret_id, purpose: str) -> SecretStr:
+    """Decrypt a stored secret for use inside the vault itself (a refresh token); it is never handed out."""
+    secret = Secret.objects.for_owner(owner_id).filter(pk=secret_id).first()
+    if secret is None:
+        raise VaultRefusal("secret is gone", purpose=purpose, subject=secret_id)
+    if secret.purpose != purpose:
+        raise VaultRefusal("asked for another purpose", purpose=purpose, subject=secret.id)
+    value = SecretStr(_decrypt(secret, owner_id).decode())
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.DECRYPT, process="vault", purpose=purpose,
+                 subject=secret.id, detail="used inside the vault; not handed out")
+    return value
+
+
+def secret_put(*, owner_id, purpose: str, value: SecretStr, secret_id=None, detail: str = "") -> Secret:
+    """Encrypt a value the vault obtained itself under the owner's DEK: a new secret, or (with
+    `secret_id`) a new value for an existing one, e.g. a rotated refresh token. Callers that
+    replace a value serialise on a lock of their own (the connection row)."""
+    version, key = keystore.active_dek(owner_id)
+    if secret_id is None:
+        secret = Secret(owner_id=owner_id, purpose=purpose)
+    else:
+        secret = Secret.objects.for_owner(owner_id).select_for_update().get(pk=secret_id)
+        if secret.purpose != purpose:
+            raise VaultRefusal("asked to replace a secret of another purpose", purpose=purpose, subject=secret.id)
+    secret.ciphertext = encrypt(key, value.reveal().encode(), key_version=version,
+                                aad=secret_aad(owner_id=owner_id, secret_id=secret.id, purpose=purpose))
+    secret.dek_version, secret.sealed, secret.state = version, None, Secret.State.STORED
+    secret.updated_at = timezone.now()
+    secret.save()
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.STORE, process="vault", purpose=purpose,
+                 subject=secret.id,
+                 detail=detail or f"{'replaced' if secret_id else 'obtained'} by the vault; data key v{version}")
+    return secret
+
+
+def secret_destroy(*, owner_id, secret_id, detail: str = "") -> bool:
+    """Delete a secret's row (ciphertext or sealed value) from the vault side; audited."""
+    secret = Secret.objects.for_owner(owner_id).filter(pk=secret_id).first()
+    if secret is None:
+        return False
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.DELETE, process="vault", purpose=secret.purpose,
+                 subject=secret.id, detail=detail)
+    Secret.objects.for_owner(owner_id).filter(pk=secret.pk).delete()
+    return True

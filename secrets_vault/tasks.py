@@ -54,3 +54,71 @@ def leases_issue(owner_id, connection_id, secret_ids: dict):
             leases[purpose] = services.secret_lease(owner_id=owner_id, secret_id=secret_id,
                                                     connection_id=connection_id, purpose=purpose).as_message()
         return leases
+
+
+# --- OAuth (mail/providers/oauth_vault.py): the only tasks that talk to providers' token endpoints --
+# A provider that does not answer (ProviderUnavailable) is retried with backoff; when retries run
+# out the outcome is recorded for the user. Terminal answers (invalid_grant, revoked consent, a
+# broader grant) are recorded by the service and never retried.
+
+OAUTH_RETRY = {**RETRY, "bind": True}
+
+
+def _backoff(task) -> int:
+    return min(300, 5 * 2 ** task.request.retries)
+
+
+def _out_of_retries(task) -> bool:
+    return task.request.called_directly or task.request.retries >= task.max_retries
+
+
+@shared_task(name="secrets_vault.tasks.oauth_exchange", **OAUTH_RETRY)
+def oauth_exchange(self, owner_id, connection_id, attempt_id, grant_secret_id):
+    """Redeem the authorization code web sealed from the callback; the connection ends active or says why."""
+    # Imported when run: the vault app does not depend on the mail app at import time.
+    from mail.providers import oauth_vault
+    from mail.providers.oauth_base import ProviderUnavailable
+
+    with services.audited_refusals(owner_id):
+        try:
+            return oauth_vault.exchange(owner_id=owner_id, connection_id=connection_id, attempt_id=attempt_id,
+                                        grant_secret_id=grant_secret_id)
+        except ProviderUnavailable as exc:
+            if not _out_of_retries(self):
+                raise self.retry(exc=exc, countdown=_backoff(self)) from None
+            oauth_vault.exchange_failed(owner_id=owner_id, connection_id=connection_id,
+                                        grant_secret_id=grant_secret_id)
+            return {"connection_id": str(connection_id), "status": "error", "code": exc.code}
+
+
+@shared_task(name="secrets_vault.tasks.oauth_access_lease", **OAUTH_RETRY)
+def oauth_access_lease(self, owner_id, connection_id, purpose):
+    """Issue a lease of a fresh access token; chain the sync task after it (it receives the lease)."""
+    from mail.providers import oauth_vault
+    from mail.providers.oauth_base import ProviderUnavailable
+
+    with services.audited_refusals(owner_id):
+        try:
+            return oauth_vault.access_lease(owner_id=owner_id, connection_id=connection_id,
+                                            purpose=purpose).as_message()
+        except ProviderUnavailable as exc:
+            if _out_of_retries(self):
+                raise
+            raise self.retry(exc=exc, countdown=_backoff(self)) from None
+
+
+@shared_task(name="secrets_vault.tasks.oauth_revoke", **OAUTH_RETRY)
+def oauth_revoke(self, owner_id, connection_id, provider, secret_id):
+    """Disconnect: revoke the refresh token at the provider and destroy it (unrevoked, as a last resort)."""
+    from mail.providers import oauth_vault
+    from mail.providers.oauth_base import ProviderUnavailable
+
+    with services.audited_refusals(owner_id):
+        try:
+            return oauth_vault.revoke(owner_id=owner_id, connection_id=connection_id, provider=provider,
+                                      secret_id=secret_id)
+        except ProviderUnavailable as exc:
+            if not _out_of_retries(self):
+                raise self.retry(exc=exc, countdown=_backoff(self)) from None
+            return oauth_vault.revoke(owner_id=owner_id, connection_id=connection_id, provider=provider,
+                                      secret_id=secret_id, give_up=True)

@@ -120,13 +120,15 @@ def api_client():
     return APIClient()
 
 
+# These need database access from the test's own django_db mark (so a transactional test's users are
+# committed and visible to other threads and processes), not from a fixture of their own.
 @pytest.fixture
-def user(db):
+def user():
     return UserFactory()
 
 
 @pytest.fixture
-def stranger(db):
+def stranger():
     return UserFactory()
 
 

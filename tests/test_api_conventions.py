@@ -34,6 +34,7 @@ def test_unknown_api_path_is_json_404(db):
     assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}
 
 
+@pytest.mark.django_db
 def test_wrong_method_is_405_with_envelope(auth_client):
     response = auth_client.delete("/api/v1/auth/token")
     assert response.status_code in (401, 405)

@@ -24,4 +24,8 @@ class OwnerScopeMiddleware:
             if response.status_code >= 500:
                 # The handler already turned the exception into a response; nothing it wrote stays.
                 transaction.set_rollback(True)
+            elif not connections["default"].needs_rollback:
+                # Unbind before leaving: when this block is a savepoint inside an outer transaction
+                # (tests; a server embedding the app), the binding must not outlive the request.
+                bind_owner(None)
             return response

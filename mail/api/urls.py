@@ -1,11 +1,13 @@
 from django.urls import path
 
-from mail.api import messages, views
+from mail.api import messages, outbox, views
 
 urlpatterns = [
     path("connections", views.ConnectionListApi.as_view(), name="api-connections"),
     path("connections/<uuid:connection_id>", views.ConnectionDetailApi.as_view(), name="api-connection-detail"),
     path("connections/<uuid:connection_id>/sync", messages.ConnectionSyncApi.as_view(), name="api-connection-sync"),
+    path("outbox", outbox.OutboxListApi.as_view(), name="api-outbox"),
+    path("outbox/<uuid:outbox_id>", outbox.OutboxDetailApi.as_view(), name="api-outbox-detail"),
     path("messages", messages.MessageListApi.as_view(), name="api-messages"),
     path("messages/<uuid:message_id>", messages.MessageDetailApi.as_view(), name="api-message-detail"),
 ]
