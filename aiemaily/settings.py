@@ -527,6 +527,10 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "celery": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # These libraries log authorization codes, PKCE verifiers and token bodies at DEBUG.
+        "msal": {"level": "WARNING"},
+        "oauthlib": {"level": "WARNING"},
+        "requests_oauthlib": {"level": "WARNING"},
     },
 }
 DEFAULT_EXCEPTION_REPORTER = "aiemaily.logging.SecretRedactingExceptionReporter"

@@ -150,3 +150,24 @@ def outbox_queue(*, row, countdown: int = 0) -> None:
         leases_issue.s(owner_id, connection_id, secret_ids),
         outbox_send.s(owner_id=owner_id, outbox_id=outbox_id),
     ).apply_async(countdown=countdown))
+
+
+def connection_sync_dispatch(*, connection: Connection) -> None:
+    """Queue a sync for any provider. IMAP leases its password (connection_sync_queue); Gmail and
+    Microsoft get a fresh access token leased by the vault (refresh tokens never leave it), then
+    worker-sync runs gmail_sync / graph_sync with it."""
+    from mail.providers.oauth_base import ACCESS_PURPOSE
+    from mail.tasks import gmail_sync, graph_sync
+    from secrets_vault.tasks import oauth_access_lease
+
+    if connection.provider == Connection.Provider.IMAP:
+        connection_sync_queue(connection=connection)
+        return
+    if connection.status != Connection.Status.ACTIVE or connection.oauth_secret_id is None:
+        raise ValueError("only active, signed-in connections sync")
+    sync = gmail_sync if connection.provider == Connection.Provider.GMAIL else graph_sync
+    owner_id, connection_id = str(connection.owner_id), str(connection.id)
+    transaction.on_commit(lambda: chain(
+        oauth_access_lease.s(owner_id, connection_id, ACCESS_PURPOSE),
+        sync.s(owner_id=owner_id, connection_id=connection_id),
+    ).apply_async())

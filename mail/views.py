@@ -6,6 +6,7 @@ from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
+from rest_framework.exceptions import APIException
 
 from mail import scopes, services
 from mail.forms import ImapConnectionForm, PasswordUpdateForm
@@ -43,11 +44,26 @@ def connection_start_oauth(request, provider):
     existing = None
     if request.POST.get("connection"):
         existing = connection_get(owner=request.user, connection_id=request.POST["connection"])
+        if existing.provider != provider:
+            return render(request, "404.html", status=404)
     kwargs = {"connection": existing} if existing is not None else {}
-    _, authorize_url = oauth_start(
-        owner=request.user, provider=provider, capabilities=capabilities,
-        redirect_uri=request.build_absolute_uri(f"/connections/oauth/{provider}/callback"), **kwargs)
+    try:
+        _, authorize_url = oauth_start(
+            owner=request.user, provider=provider, capabilities=capabilities,
+            redirect_uri=request.build_absolute_uri(f"/connections/oauth/{provider}/callback"), **kwargs)
+    except APIException as exc:  # a refused upgrade, a disconnected connection, OAuth not configured
+        messages.error(request, " ".join(_flatten(exc.detail)) or "This connection cannot be authorised now.")
+        return redirect("connections:detail", connection_id=existing.pk) if existing else redirect(
+            "connections:index")
     return redirect(authorize_url)
+
+
+def _flatten(detail) -> list[str]:
+    if isinstance(detail, dict):
+        return [text for value in detail.values() for text in _flatten(value)]
+    if isinstance(detail, list):
+        return [text for value in detail for text in _flatten(value)]
+    return [str(detail)]
 
 
 def _scope_rows(connection: Connection) -> list[dict]:

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Keys each role may hold. Everything else secret is removed from the child's environment.
 ROLE_SECRETS = {
     "web": {"AIEMAILY_STORAGE_KMS_LOCAL_DIR"},
-    "vault": {"AIEMAILY_VAULT_PRIVATE_KEY_FILE", "AIEMAILY_KMS_LOCAL_DIR", "VAULT_DATABASE_URL"},
+    "vault": {"AIEMAILY_VAULT_PRIVATE_KEY_FILE", "AIEMAILY_KMS_LOCAL_DIR", "VAULT_DATABASE_URL",
+              "GOOGLE_OAUTH_CLIENT_SECRET", "MICROSOFT_CLIENT_SECRET"},
     "sync": {"AIEMAILY_SYNC_PRIVATE_KEY_FILE", "AIEMAILY_STORAGE_KMS_LOCAL_DIR"},
     "idle": {"AIEMAILY_SYNC_PRIVATE_KEY_FILE", "AIEMAILY_STORAGE_KMS_LOCAL_DIR"},
 }

@@ -149,3 +149,15 @@ def test_sync_progress_is_shown_and_sync_can_be_started(signed_in, mail_settings
     assert 'value="120" max="480"' in page and "Syncing: 120 of 480 messages (60.0 per second)" in page
     status = signed_in.get(f"/connections/{connection.pk}/status.json").json()
     assert status["sync"] == {"state": "syncing", "done": 120, "total": 480, "rate": 60.0, "last_error": ""}
+
+
+def test_reauthorising_a_disconnected_or_foreign_provider_connection_is_a_message_not_an_error(signed_in):
+    user = signed_in.user
+    with owner_scope(user):
+        connection = Connection.objects.create(owner=user, provider="gmail", status="disconnected")
+    response = signed_in.post("/connections/add/gmail/", {"connection": str(connection.pk)})
+    assert response.status_code == 302 and response["Location"] == f"/connections/{connection.pk}/"
+    page = signed_in.get(response["Location"]).content.decode()
+    assert "disconnected" in page
+    assert signed_in.post("/connections/add/microsoft/", {"connection": str(connection.pk)}).status_code == 404
+    assert signed_in.post("/connections/add/pop3/").status_code == 404

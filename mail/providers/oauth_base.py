@@ -29,6 +29,8 @@ PROVIDER_NAMES = {"gmail": "Google", "microsoft": "Microsoft"}
 # token cache logs each token request ("event=…") with the authorization code and the PKCE
 # verifier in clear (it masks only the tokens). Nothing we need is said there, so these loggers
 # never go below WARNING, whatever LOG_LEVEL says (tests/test_oauth_*.py: ..._reaches_the_logs).
+# Also pinned in settings.LOGGING; repeated here so a process that configures logging differently
+# (a management shell, a test) still never logs a code or a verifier.
 for _name in ("requests_oauthlib", "oauthlib", "msal"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
