@@ -171,3 +171,17 @@ def connection_sync_dispatch(*, connection: Connection) -> None:
         oauth_access_lease.s(owner_id, connection_id, ACCESS_PURPOSE),
         sync.s(owner_id=owner_id, connection_id=connection_id),
     ).apply_async())
+
+
+def message_action_queue(*, message, action: str, params: dict, attempt: int = 1, countdown: int = 0) -> None:
+    """Queue an action on a message: the vault leases the IMAP password, worker-sync applies it."""
+    from mail.tasks import message_action
+    from secrets_vault.tasks import leases_issue
+
+    connection = message.connection
+    owner_id, connection_id, message_id = str(message.owner_id), str(connection.pk), str(message.pk)
+    secret_ids = {"imap_password": str(connection.imap_secret_id)}
+    transaction.on_commit(lambda: chain(
+        leases_issue.s(owner_id, connection_id, secret_ids),
+        message_action.s(owner_id=owner_id, message_id=message_id, action=action, params=params, attempt=attempt),
+    ).apply_async(countdown=countdown))

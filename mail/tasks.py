@@ -217,3 +217,40 @@ def gmail_sync(leases, owner_id, connection_id):
 def graph_sync(leases, owner_id, connection_id):
     """Sync a Microsoft connection (Graph delta per folder). Safe to run again at any point."""
     return _oauth_sync(Connection.Provider.MICROSOFT, leases, owner_id, connection_id)
+
+
+@shared_task(name="mail.tasks.message_action", acks_late=True)
+def message_action(leases, owner_id, message_id, action, params, attempt=1):
+    """Apply archive / labels / read at the provider, then locally; retry only transient failures."""
+    from mail import actions
+    from mail.models import Message
+    from mail.providers.mailservers import imap_client
+
+    with owner_scope(owner_id):
+        message = (Message.objects.for_owner(owner_id).select_related("folder", "connection")
+                   .filter(pk=message_id).first())
+    if message is None:
+        return {"message_id": message_id, "status": "gone"}
+    connection = message.connection
+    try:
+        password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection.pk,
+                              purpose="imap_password")
+        with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
+                         connection.imap_username, password) as client:
+            if action == "archive":
+                actions.archive(client, owner_id, message)
+            elif action == "labels":
+                actions.set_labels(client, owner_id, message, params.get("add", []), params.get("remove", []))
+            elif action == "read":
+                actions.set_read(client, owner_id, message, bool(params["unread"]))
+            else:
+                raise ValueError(f"unknown action {action!r}")
+    except MailServerError as exc:
+        if exc.code in ("unreachable", "unavailable") and attempt < 5:
+            with owner_scope(owner_id):
+                services.message_action_queue(message=message, action=action, params=params, attempt=attempt + 1,
+                                              countdown=30 * attempt)
+            return {"message_id": message_id, "status": "retrying"}
+        logger.warning("action %s on message %s failed: %s", action, message_id, exc.code)
+        return {"message_id": message_id, "status": "failed", "code": exc.code}
+    return {"message_id": message_id, "status": "done"}

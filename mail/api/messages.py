@@ -85,3 +85,68 @@ class ConnectionSyncApi(APIView):
             raise exceptions.ValidationError({"connection": "Only an active IMAP connection can sync now."})
         services.connection_sync_queue(connection=connection)
         return Response({"id": str(connection.pk), "sync": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class _ActionApi(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+    action = ""
+
+    def _queue(self, request, message_id, params):
+        message = message_get(owner=request.user, message_id=message_id)
+        if message.connection.provider != "imap" or message.connection.status != "active" or message.uid is None:
+            raise exceptions.ValidationError({"message": "This message's mailbox cannot be changed right now."})
+        services.message_action_queue(message=message, action=self.action, params=params)
+        return Response({"id": str(message.pk), "action": self.action, "status": "queued"},
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class MessageArchiveApi(_ActionApi):
+    action = "archive"
+
+    @extend_schema(request=None, responses={202: None})
+    def post(self, request, message_id):
+        return self._queue(request, message_id, {})
+
+
+def _label(value: str) -> str:
+    from mail.actions import LABEL
+
+    if not LABEL.match(value):
+        raise serializers.ValidationError("Labels are 1-64 letters, digits, '.', '_', '-' or '$'.")
+    return value
+
+
+class MessageLabelsApi(_ActionApi):
+    action = "labels"
+
+    class Input(serializers.Serializer):
+        add = serializers.ListField(child=serializers.CharField(max_length=64, validators=[_label]),
+                                    required=False, default=list, max_length=20)
+        remove = serializers.ListField(child=serializers.CharField(max_length=64, validators=[_label]),
+                                       required=False, default=list, max_length=20)
+
+        def validate(self, attrs):
+            if not attrs["add"] and not attrs["remove"]:
+                raise serializers.ValidationError("Add or remove at least one label.")
+            if set(attrs["add"]) & set(attrs["remove"]):
+                raise serializers.ValidationError("A label cannot be added and removed at once.")
+            return attrs
+
+    @extend_schema(request=Input, responses={202: None})
+    def post(self, request, message_id):
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._queue(request, message_id, data.validated_data)
+
+
+class MessageReadApi(_ActionApi):
+    action = "read"
+
+    class Input(serializers.Serializer):
+        unread = serializers.BooleanField()
+
+    @extend_schema(request=Input, responses={202: None})
+    def post(self, request, message_id):
+        data = self.Input(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._queue(request, message_id, data.validated_data)

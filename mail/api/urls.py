@@ -10,4 +10,7 @@ urlpatterns = [
     path("outbox/<uuid:outbox_id>", outbox.OutboxDetailApi.as_view(), name="api-outbox-detail"),
     path("messages", messages.MessageListApi.as_view(), name="api-messages"),
     path("messages/<uuid:message_id>", messages.MessageDetailApi.as_view(), name="api-message-detail"),
+    path("messages/<uuid:message_id>/archive", messages.MessageArchiveApi.as_view(), name="api-message-archive"),
+    path("messages/<uuid:message_id>/labels", messages.MessageLabelsApi.as_view(), name="api-message-labels"),
+    path("messages/<uuid:message_id>/read", messages.MessageReadApi.as_view(), name="api-message-read"),
 ]

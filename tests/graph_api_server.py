@@ -1,0 +1,246 @@
+"""A local Microsoft Graph (v1.0 mail) for the tests, speaking the documented JSON of folders, message
+delta queries and raw MIME: HTTPS from the test CA, bearer token checked, every request recorded
+(tests/gmail_api_server.HttpsFake). Tests change the mailbox between syncs: add, delete, move,
+mark read, categorise, create and delete folders, and expire delta tokens.
+
+Graph behaviour implemented (https://learn.microsoft.com/graph/delta-query-messages):
+  GET /v1.0/me/mailFolders                       top-level folders ($top, $select; @odata.nextLink)
+  GET /v1.0/me/mailFolders/{id}/childFolders     child folders
+  GET /v1.0/me/mailFolders/{id | well-known}     one folder (inbox, sentitems, drafts, deleteditems,
+                                                 junkemail, archive); 404 ErrorItemNotFound
+  GET /v1.0/me/mailFolders/{id}/messages/delta   initial round ($select), pages of
+                                                 `Prefer: odata.maxpagesize` (default 10) linked by
+                                                 @odata.nextLink ($skiptoken), the last one with
+                                                 @odata.deltaLink ($deltatoken); a round from a
+                                                 delta token lists what changed in the folder since
+                                                 (current properties) and `@removed` entries;
+                                                 410 SyncStateNotFound once tokens are expired
+  GET /v1.0/me/messages/{id}/$value              the MIME content
+Ids are opaque base64-like strings with '=' and '-', as Graph's are; they stay the same when a
+message moves (as with Prefer: IdType="ImmutableId").
+"""
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlencode
+
+from tests.gmail_api_server import HttpsFake, Recorded, Response
+
+ROOT = "msgfolderroot"
+WELL_KNOWN = {"inbox": "Inbox", "sentitems": "Sent Items", "drafts": "Drafts", "deleteditems": "Deleted Items",
+              "junkemail": "Junk Email", "archive": "Archive"}
+
+
+@dataclass
+class GraphMessage:
+    id: str
+    folder: str
+    raw: bytes
+    is_read: bool = False
+    categories: list = field(default_factory=list)
+    conversation: str = ""
+    received: str = "2026-11-02T10:00:00Z"
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response.json(status, {"error": {"code": code, "message": message,
+                                            "innerError": {"request-id": str(uuid.uuid4())}}})
+
+
+def _encode(payload: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _decode(token: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+class FakeGraph(HttpsFake):
+    """One Outlook mailbox (/me)."""
+
+    path_prefix = "/v1.0"
+
+    def reset(self) -> None:
+        super().reset()
+        with self.lock:
+            self._n = 0
+            self.folders: dict[str, dict] = {}
+            self.well_known: dict[str, str] = {}
+            self.messages: dict[str, GraphMessage] = {}
+            self.events: list[tuple[int, str, str]] = []  # (seq, folder id, message id)
+            self.seq = 0
+            self.epoch = 0
+            self.rounds: dict[str, dict] = {}
+            self.link_origin = None  # tests set another origin to hand out foreign links
+            for alias, name in WELL_KNOWN.items():
+                self.well_known[alias] = self.add_folder(name)
+
+    def _id(self, kind: str) -> str:
+        self._n += 1
+        return f"AAMk{kind}{uuid.uuid4().hex[:12]}-{self._n:04d}AAA="
+
+    # --- mutations -----------------------------------------------------------------------------------
+
+    def _changed(self, folder: str, message_id: str) -> None:
+        self.seq += 1
+        self.events.append((self.seq, folder, message_id))
+
+    def add_folder(self, name: str, parent: str | None = None) -> str:
+        with self.lock:
+            folder_id = self._id("F")
+            self.folders[folder_id] = {"id": folder_id, "displayName": name, "parentFolderId": parent or ROOT}
+            return folder_id
+
+    def remove_folder(self, folder_id: str) -> None:
+        with self.lock:
+            del self.folders[folder_id]
+            for message_id in [m.id for m in self.messages.values() if m.folder == folder_id]:
+                del self.messages[message_id]
+
+    def folder(self, alias_or_id: str) -> str:
+        return self.well_known.get(alias_or_id, alias_or_id)
+
+    def add(self, folder: str, raw: bytes, *, is_read=False, categories=()) -> str:
+        with self.lock:
+            message = GraphMessage(self._id("M"), self.folder(folder), raw, is_read, list(categories),
+                                   conversation=f"conv-{self._n}")
+            self.messages[message.id] = message
+            self._changed(message.folder, message.id)
+            return message.id
+
+    def delete(self, message_id: str) -> None:
+        with self.lock:
+            message = self.messages.pop(message_id)
+            self._changed(message.folder, message_id)
+
+    def move(self, message_id: str, folder: str) -> None:
+        with self.lock:
+            message = self.messages[message_id]
+            source, message.folder = message.folder, self.folder(folder)
+            self._changed(source, message_id)
+            self._changed(message.folder, message_id)
+
+    def update(self, message_id: str, *, is_read=None, categories=None) -> None:
+        with self.lock:
+            message = self.messages[message_id]
+            if is_read is not None:
+                message.is_read = is_read
+            if categories is not None:
+                message.categories = list(categories)
+            self._changed(message.folder, message_id)
+
+    def expire_delta_tokens(self) -> None:
+        with self.lock:
+            self.epoch += 1
+
+    # --- API -----------------------------------------------------------------------------------------
+
+    def unauthorized(self) -> Response:
+        response = _error(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="", error="invalid_token"'
+        return response
+
+    def route(self, request: Recorded) -> Response:
+        segments = [unquote(s) for s in request.raw_path.split("/")[1:]]
+        if request.method != "GET" or segments[:2] != ["v1.0", "me"]:
+            return _error(404, "UnknownError", "no such resource")
+        rest = segments[2:]
+        if rest == ["mailFolders"]:
+            return self._folder_list(request, ROOT, "/me/mailFolders")
+        if len(rest) == 3 and rest[0] == "mailFolders" and rest[2] == "childFolders":
+            return self._folder_list(request, rest[1], f"/me/mailFolders/{quote(rest[1], safe='')}/childFolders")
+        if len(rest) == 2 and rest[0] == "mailFolders":
+            folder = self.folders.get(self.folder(rest[1]))
+            return Response.json(200, self._folder_json(folder)) if folder else _error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        if len(rest) == 4 and rest[0] == "mailFolders" and rest[2:] == ["messages", "delta"]:
+            return self._delta(request, self.folder(rest[1]))
+        if len(rest) == 3 and rest[0] == "messages" and rest[2] == "$value":
+            message = self.messages.get(rest[1])
+            if message is None:
+                return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            return Response(200, message.raw, {"Content-Type": "text/plain"})
+        return _error(404, "UnknownError", "no such resource")
+
+    def _folder_json(self, folder: dict) -> dict:
+        inside = [m for m in self.messages.values() if m.folder == folder["id"]]
+        children = [f for f in self.folders.values() if f["parentFolderId"] == folder["id"]]
+        return {**folder, "childFolderCount": len(children), "totalItemCount": len(inside),
+                "unreadItemCount": sum(1 for m in inside if not m.is_read), "isHidden": False}
+
+    def _link(self, path: str, query: dict) -> str:
+        return f"{self.link_origin or self.origin}{self.path_prefix}{path}?{urlencode(query)}"
+
+    def _folder_list(self, request: Recorded, parent: str, path: str) -> Response:
+        if parent != ROOT and parent not in self.folders:
+            return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        listed = [self._folder_json(f) for f in self.folders.values() if f["parentFolderId"] == parent]
+        top, skip = int(request.param("$top", 10)), int(request.param("$skip", 0))
+        payload = {"@odata.context": f"{self.base}/$metadata#users('me')/mailFolders", "value": listed[skip:skip + top]}
+        if skip + top < len(listed):
+            payload["@odata.nextLink"] = self._link(path, {"$top": top, "$skip": skip + top})
+        return Response.json(200, payload)
+
+    @staticmethod
+    def _page_size(request: Recorded) -> int:
+        for preference in request.headers.get("prefer", "").split(","):
+            name, _, value = preference.strip().partition("=")
+            if name == "odata.maxpagesize" and value.isdigit():
+                return int(value)
+        return 10
+
+    def _item(self, message: GraphMessage, select: list[str]) -> dict:
+        full = {"@odata.type": "#microsoft.graph.message", "@odata.etag": f'W/"{message.id[-8:]}{self.seq}"',
+                "id": message.id, "isRead": message.is_read, "categories": list(message.categories),
+                "conversationId": message.conversation, "internetMessageId": f"<{message.id[-12:]}@outlook.test>",
+                "receivedDateTime": message.received, "parentFolderId": message.folder,
+                "subject": "(subject)", "bodyPreview": "(preview)"}
+        keep = {"@odata.type", "@odata.etag", "id", *select} if select else set(full)
+        return {k: v for k, v in full.items() if k in keep}
+
+    def _delta(self, request: Recorded, folder_id: str) -> Response:
+        if folder_id not in self.folders:
+            return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        path = f"/me/mailFolders/{quote(folder_id, safe='')}/messages/delta"
+        if request.param("$skiptoken"):
+            state = self.rounds.get(request.param("$skiptoken"))
+            if state is None or state["epoch"] != self.epoch:
+                return _error(410, "SyncStateNotFound", "The sync state generation is not found.")
+        else:
+            state = self._start_round(request, folder_id)
+            if state is None:
+                return _error(410, "SyncStateNotFound", "The sync state generation is not found.")
+        size = self._page_size(request)
+        chunk = state["items"][state["offset"]:state["offset"] + size]
+        state["offset"] += size
+        payload = {"@odata.context": f"{self.base}/$metadata#Collection(message)", "value": chunk}
+        if state["offset"] < len(state["items"]):
+            token = uuid.uuid4().hex
+            self.rounds[token] = state
+            payload["@odata.nextLink"] = self._link(path, {"$skiptoken": token})
+        else:
+            delta = _encode({"folder": folder_id, "seq": state["seq"], "epoch": self.epoch, "select": state["select"]})
+            payload["@odata.deltaLink"] = self._link(path, {"$deltatoken": delta})
+        return Response.json(200, payload)
+
+    def _start_round(self, request: Recorded, folder_id: str) -> dict | None:
+        if request.param("$deltatoken"):
+            token = _decode(request.param("$deltatoken"))
+            if token["epoch"] != self.epoch or token["folder"] != folder_id:
+                return None
+            select = token["select"]
+            changed = list(dict.fromkeys(m for seq, f, m in self.events if seq > token["seq"] and f == folder_id))
+            items = []
+            for message_id in changed:
+                message = self.messages.get(message_id)
+                if message is not None and message.folder == folder_id:
+                    items.append(self._item(message, select))
+                else:
+                    items.append({"@odata.type": "#microsoft.graph.message", "id": message_id,
+                                  "@removed": {"reason": "deleted"}})
+        else:
+            select = [s for s in (request.param("$select") or "").split(",") if s]
+            items = [self._item(m, select) for m in self.messages.values() if m.folder == folder_id]
+        return {"items": items, "offset": 0, "seq": self.seq, "epoch": self.epoch, "select": select}
