@@ -125,6 +125,18 @@ def _context(owner_id, version) -> dict[str, str]:
     return {"owner_id": str(owner_id), "purpose": "storage", "version": str(version)}
 
 
+def _delegate_user_key(owner_id, version: int) -> bytes:
+    """The owner's storage key, read under the *delegate's* binding: RLS lets it through only while
+    a live grant exists. No cache, no owner binding: each read asks the database again."""
+    from mail.models import StorageKey
+
+    row = StorageKey.objects.for_owner(owner_id).filter(version=version).first()
+    if row is None:
+        raise BlobError("this object is not shared with you")
+    return storage_kms().unwrap(WrappedKey(bytes(row.wrapped), row.kek_id, row.kek_version),
+                                context=_context(owner_id, row.version))
+
+
 def _user_key(owner_id, version: int | None = None) -> tuple[int, bytes]:
     """The owner's storage key (the active one, created on first use, unless `version` is given).
 
@@ -189,8 +201,11 @@ def put(owner_id, parts: tuple[str, ...], data: bytes) -> str:
     return key
 
 
-def get(owner_id, key: str) -> bytes:
-    """Read and decrypt an object of this owner; anything else raises BlobError."""
+def get(owner_id, key: str, *, as_delegate: bool = False) -> bytes:
+    """Read and decrypt an object of this owner; anything else raises BlobError.
+
+    `as_delegate`: the caller is bound (app.owner_id) to a delegate of `owner_id`, not the owner.
+    """
     try:
         blob = objects().read(owner_id, key)
     except ForeignObjectKey:
@@ -203,7 +218,7 @@ def get(owner_id, key: str) -> bytes:
         from secrets_vault.crypto import parse_header
 
         version = parse_header(wrapped).key_version
-        _, user_key = _user_key(owner_id, version)
+        user_key = _delegate_user_key(owner_id, version) if as_delegate else _user_key(owner_id, version)[1]
         object_key = decrypt(user_key, wrapped, aad=_aad(owner_id, key, "key"))
         return decrypt(object_key, body, aad=_aad(owner_id, key, "body"))
     except (CiphertextError, struct.error):

@@ -8,7 +8,27 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from aiemaily.ownership.models import OwnedModel
+from aiemaily.ownership.models import OwnedManager, OwnedModel, OwnedQuerySet
+
+
+class DelegatedQuerySet(OwnedQuerySet):
+    """Adds the one other way to read owned rows: as the delegate of a live grant."""
+
+    def delegated_to(self, delegate):
+        """Rows of other owners that a live Delegation grants `delegate` (RLS checks it again)."""
+        live = Delegation._base_manager.filter(
+            delegate=delegate, revoked_at__isnull=True, owner_id=models.OuterRef("owner_id"),
+            connection_id=models.OuterRef("connection_id"), thread_id=models.OuterRef("thread_id"))
+        clone = self.filter(models.Exists(live))
+        clone._owner_scoped = True
+        return clone
+
+
+class DelegationQuerySet(OwnedQuerySet):
+    def granted_to(self, delegate):
+        clone = self.filter(delegate=delegate, revoked_at__isnull=True)
+        clone._owner_scoped = True
+        return clone
 
 
 class Connection(OwnedModel):
@@ -128,6 +148,8 @@ class Folder(OwnedModel):
 class Message(OwnedModel):
     """Message metadata. The body (raw RFC 5322) is an encrypted object, never a column."""
 
+    objects = OwnedManager.from_queryset(DelegatedQuerySet)()
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="messages")
     folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="messages")
@@ -199,3 +221,37 @@ class OutboxMessage(OwnedModel):
 
     def __str__(self):
         return f"{self.subject or '(no subject)'} ({self.status})"
+
+
+class Delegation(OwnedModel):
+    """The owner hands one thread to another Aiemaily user, to read (or read and draft).
+
+    Both owner-scoping layers honour the grant and nothing more: the `delegated_to` manager path
+    filters by it, and extra SELECT-only RLS policies (migration 0004) let the delegate's rows through
+    for exactly that thread while the grant is not revoked. The delegate can never write the
+    owner's rows: every WITH CHECK stays owner-only.
+    """
+
+    class Permission(models.TextChoices):
+        READ = "read", "read"
+        DRAFT = "draft", "read and draft replies"
+
+    objects = OwnedManager.from_queryset(DelegationQuerySet)()
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    delegate = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    thread_id = models.CharField(max_length=200)
+    permission = models.CharField(max_length=8, choices=Permission.choices, default=Permission.READ)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["delegate", "owner", "thread_id"], name="delegation_lookup")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "delegate", "connection", "thread_id"],
+                                    condition=models.Q(revoked_at__isnull=True), name="delegation_one_live_grant"),
+        ]
+
+    def __str__(self):
+        return f"thread {self.thread_id} → {self.delegate_id} ({self.permission})"

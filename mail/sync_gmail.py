@@ -15,8 +15,9 @@ trash included, so a message moving there is only a label change) and users.mess
 the listing no longer shows are removed, the cursor is set, and history from it catches what
 changed while we listed. An interrupted full sync starts the listing again (page tokens are not
 kept): ids already stored are skipped without fetching their bodies, and the complete listing is
-what makes removing vanished rows safe. A too-old historyId (404) leads here too: nothing is
-fetched twice, nothing duplicated.
+what makes removing vanished rows safe. Messages that were already stored get their labels
+rebuilt from one listing per label (labelIds=…), since no history reaches back to their changes.
+A too-old historyId (404) leads here too: nothing is fetched twice, nothing duplicated.
 
 Incremental. users.history.list from the cursor, page by page: new messages stored in batches,
 then deletions, label changes and the page's last history id in one transaction. Applying a
@@ -92,11 +93,23 @@ class GmailApi(ApiClient):
         return {str(lab["id"]): str(lab.get("name") or lab["id"]) for lab in payload.get("labels") or []
                 if isinstance(lab, dict) and lab.get("id")}
 
-    def list_page(self, page_token: str | None) -> dict:
+    def list_page(self, page_token: str | None, label: str | None = None) -> dict:
         params = {"maxResults": LIST_PAGE, "includeSpamTrash": "true"}
+        if label:
+            params["labelIds"] = label
         if page_token:
             params["pageToken"] = page_token
         return self.json("GET", f"{USER}/messages", params=params)
+
+    def list_ids(self, label: str | None = None):
+        """Every message id (with `label`, if given), page after page."""
+        page_token = None
+        while True:
+            page = self.list_page(page_token, label)
+            yield from (str(m["id"]) for m in page.get("messages") or [] if isinstance(m, dict) and m.get("id"))
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                return
 
     def history_page(self, start: str, page_token: str | None) -> dict:
         params = {"startHistoryId": start, "historyTypes": list(HISTORY_TYPES), "maxResults": HISTORY_PAGE}
@@ -210,10 +223,13 @@ class GmailSync:
     def __init__(self, api: GmailApi, owner_id, connection: Connection, progress: Progress):
         self.api, self.owner_id, self.connection, self.progress = api, owner_id, connection, progress
         self._folders: dict[str, Folder] = {}
+        self.label_ids: list[str] = []
 
     def run(self) -> Progress:
         _save_progress(self.owner_id, self.connection.pk, self.progress.as_state("syncing"))
-        merge_state(self.owner_id, self.connection.pk, STATE, {"labels": self.api.labels()})
+        labels = self.api.labels()
+        self.label_ids = list(labels)
+        merge_state(self.owner_id, self.connection.pk, STATE, {"labels": labels})
         cursor = _history_id(((self.connection.sync_state or {}).get(STATE) or {}).get("history_id"))
         try:
             if cursor:
@@ -242,20 +258,40 @@ class GmailSync:
             raise ProviderError("Gmail did not say where its change history stands.")
         self.progress.total += int(profile.get("messagesTotal") or 0)
         seen: set[str] = set()
-        page_token = None
-        while True:
-            page = self.api.list_page(page_token)
-            ids = [str(m["id"]) for m in page.get("messages") or [] if isinstance(m, dict) and m.get("id")]
-            seen.update(ids)
-            self._fetch_new(ids)
-            page_token = page.get("nextPageToken")
-            if not page_token:
-                break
+        skipped: set[str] = set()
+        page: list[str] = []
+        for message_id in self.api.list_ids():
+            seen.add(message_id)
+            page.append(message_id)
+            if len(page) >= LIST_PAGE:
+                skipped |= self._fetch_new(page)
+                page = []
+        skipped |= self._fetch_new(page)
         self._sweep(seen)
+        if skipped:
+            self._refresh_labels(skipped)
         merge_state(self.owner_id, self.connection.pk, STATE, {"history_id": start})
         self.incremental(start)  # what changed while we listed
 
-    def _fetch_new(self, ids: list[str], *, count_known: bool = True) -> None:
+    def _refresh_labels(self, ids: set[str]) -> None:
+        """Messages stored before this listing may have changed labels while no history reached them
+        (a resync, or a full sync restarted after a crash). One listing per label rebuilds every
+        message's label set: a few list calls per label instead of one call per message."""
+        current: dict[str, list[str]] = {i: [] for i in ids}
+        for label in self.label_ids:
+            for message_id in self.api.list_ids(label):
+                if message_id in current:
+                    current[message_id].append(label)
+        known = stored(self.owner_id, self.connection.pk, ids)
+        rows = list(known.items())
+        for batch in chunks(rows, 1000):
+            with owner_scope(self.owner_id):
+                for message_id, row in batch:
+                    kept = [lab for lab in row.labels if lab in current[message_id]]
+                    self._relabel(row, kept + [lab for lab in current[message_id] if lab not in kept])
+
+    def _fetch_new(self, ids: list[str], *, count_known: bool = True) -> set[str]:
+        """Fetch and store the ids not stored yet; returns those that were (skipped)."""
         known = stored(self.owner_id, self.connection.pk, ids)
         if count_known:
             self.progress.done += len(known)
@@ -265,6 +301,7 @@ class GmailSync:
             if payloads:
                 self.progress.done += _store_batch(self, payloads)
             _save_progress(self.owner_id, self.connection.pk, self.progress.as_state("syncing"))
+        return set(known)
 
     def _sweep(self, seen: set[str]) -> None:
         """After a complete listing: rows of messages Gmail no longer has."""

@@ -8,7 +8,7 @@ else 401 as Google answers it. Tests mutate the mailbox between syncs: add, dele
 Gmail behaviour implemented (https://developers.google.com/gmail/api/reference/rest):
   GET /gmail/v1/users/me/profile              emailAddress, messagesTotal, historyId
   GET /gmail/v1/users/me/labels               system and user labels
-  GET /gmail/v1/users/me/messages             maxResults (≤ 500), pageToken, includeSpamTrash
+  GET /gmail/v1/users/me/messages             maxResults (≤ 500), pageToken, includeSpamTrash, labelIds
   GET /gmail/v1/users/me/messages/{id}        format=raw (base64url, unpadded) | minimal; 404 if gone
   GET /gmail/v1/users/me/history              startHistoryId, historyTypes, maxResults, pageToken;
                                               records after the start id; 404 when it is older than
@@ -114,10 +114,12 @@ class HttpsFake:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail(self, path_part: str, status: int, times: int = 1, headers: dict | None = None) -> None:
-        """Answer `status` to the next `times` requests whose path contains `path_part`."""
+    def fail(self, path_part: str, status: int, times: int = 1, headers: dict | None = None,
+             reason: str = "backendError") -> None:
+        """Answer `status` (with `reason` in the error body) to the next `times` requests whose path
+        contains `path_part`."""
         with self.lock:
-            self.faults.append([path_part, status, times, headers or {}])
+            self.faults.append([path_part, status, times, headers or {}, reason])
 
     def seen(self, path_part: str) -> list[Recorded]:
         with self.lock:
@@ -131,7 +133,8 @@ class HttpsFake:
             for fault in self.faults:
                 if fault[0] in request.path and fault[2] > 0:
                     fault[2] -= 1
-                    return Response.json(fault[1], {"error": {"code": fault[1], "message": "injected"}}, **fault[3])
+                    return Response.json(fault[1], {"error": {"code": fault[1], "message": "injected",
+                                                              "errors": [{"reason": fault[4]}]}}, **fault[3])
             try:
                 return self.route(request)
             except Exception as exc:  # noqa: BLE001 - a fake's bug shows up as a 500 the test sees
@@ -262,8 +265,9 @@ class FakeGmail(HttpsFake):
 
     def _list(self, request: Recorded) -> Response:
         everything = request.param("includeSpamTrash", "false") == "true"
+        wanted = set(request.query.get("labelIds") or [])  # every one of them (AND), as Gmail does
         listed = [m for m in sorted(self.messages.values(), key=lambda m: -m.internal_date)
-                  if everything or not {"SPAM", "TRASH"} & set(m.labels)]
+                  if (everything or not {"SPAM", "TRASH"} & set(m.labels)) and wanted <= set(m.labels)]
         chunk, token = self._page(listed, request, 100, 500)
         payload = {"resultSizeEstimate": len(listed)}
         if chunk:

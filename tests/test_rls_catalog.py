@@ -27,13 +27,19 @@ def test_every_owned_table_has_rls_enabled_and_forced_with_the_owner_policy():
         for table, enabled, forced, owner in _owned_tables():
             assert enabled and forced, table
             assert owner != settings.AIEMAILY_DB_APP_ROLE, f"the app role owns {table}"
-            cursor.execute("SELECT qual, with_check, cmd FROM pg_policies WHERE tablename = %s", [table])
-            policies = cursor.fetchall()
-            assert len(policies) == 1, table
-            qual, with_check, cmd = policies[0]
-            assert cmd == "ALL"
+            cursor.execute("SELECT policyname, qual, with_check, cmd, permissive FROM pg_policies "
+                           "WHERE tablename = %s", [table])
+            policies = {name: rest for name, *rest in cursor.fetchall()}
+            qual, with_check, cmd, permissive = policies.pop("owner_isolation")
+            assert cmd == "ALL" and permissive == "PERMISSIVE", table
             for expression in (qual, with_check):
                 assert "owner_id" in expression and "app.owner_id" in expression and "NULLIF" in expression
+            # Any other policy may only widen READS, for a delegate, under a live grant.
+            for name, (qual, with_check, cmd, _) in policies.items():
+                assert name.startswith("delegate_"), (table, name)
+                assert cmd == "SELECT" and with_check is None, (table, name)
+                assert "delegate_id" in qual and "app.owner_id" in qual, (table, name)
+                assert table == "mail_delegation" or "revoked_at IS NULL" in qual, (table, name)
 
 
 def test_the_app_role_is_neither_superuser_nor_bypassrls():

@@ -52,3 +52,44 @@ class EnableOwnerRLS(migrations.operations.base.Operation):
 
     def deconstruct(self):
         return (self.__class__.__qualname__, [self.model_name], {})
+
+
+class DelegateReadPolicy(migrations.operations.base.Operation):
+    """An extra, SELECT-only RLS policy letting a delegate read rows a live grant covers.
+
+    Permissive policies are OR'ed, so this widens reads only; writes stay under owner_isolation's
+    WITH CHECK. `grant_condition` is SQL over the delegation row `d` and the protected table's row.
+    tests/test_rls_catalog.py requires every policy besides owner_isolation to be SELECT-only and
+    named delegate_*.
+    """
+
+    reduces_to_sql = True
+    reversible = True
+
+    def __init__(self, model_name: str, policy: str, using: str):
+        self.model_name, self.policy, self.using = model_name, policy, using
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if schema_editor.connection.vendor != "postgresql" or not self.allow_migrate_model(
+                schema_editor.connection.alias, model):
+            return
+        table = schema_editor.quote_name(model._meta.db_table)
+        schema_editor.execute(f"CREATE POLICY {self.policy} ON {table} FOR SELECT USING ({self.using})")
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if schema_editor.connection.vendor != "postgresql" or not self.allow_migrate_model(
+                schema_editor.connection.alias, model):
+            return
+        table = schema_editor.quote_name(model._meta.db_table)
+        schema_editor.execute(f"DROP POLICY IF EXISTS {self.policy} ON {table}")
+
+    def describe(self):
+        return f"Delegate read policy {self.policy} on {self.model_name}"
+
+    def deconstruct(self):
+        return (self.__class__.__qualname__, [self.model_name, self.policy, self.using], {})

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from mail.api import messages, outbox, views
+from mail.api import delegation, messages, outbox, views
 
 urlpatterns = [
     path("connections", views.ConnectionListApi.as_view(), name="api-connections"),
@@ -13,4 +13,10 @@ urlpatterns = [
     path("messages/<uuid:message_id>/archive", messages.MessageArchiveApi.as_view(), name="api-message-archive"),
     path("messages/<uuid:message_id>/labels", messages.MessageLabelsApi.as_view(), name="api-message-labels"),
     path("messages/<uuid:message_id>/read", messages.MessageReadApi.as_view(), name="api-message-read"),
+    path("messages/<uuid:message_id>/delegate", delegation.MessageDelegateApi.as_view(), name="api-message-delegate"),
+    path("delegations", delegation.DelegationListApi.as_view(), name="api-delegations"),
+    path("delegations/<uuid:delegation_id>", delegation.DelegationDetailApi.as_view(), name="api-delegation-detail"),
+    path("shared/messages", delegation.SharedMessageListApi.as_view(), name="api-shared-messages"),
+    path("shared/messages/<uuid:message_id>", delegation.SharedMessageDetailApi.as_view(),
+         name="api-shared-message-detail"),
 ]
