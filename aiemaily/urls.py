@@ -25,6 +25,7 @@ urlpatterns = [
     path("settings/", include("secrets_vault.urls")),
     path("connections/", include("mail.urls")),
     path("connections/", include("mail.ui_urls")),
+    path("mail/", include("mail.mailbox_urls")),
     path("admin/", admin.site.urls),
     # Every view under /api/v1/ gets the Idempotency-Key mechanism (aiemaily/api/idempotency.py).
     path("api/v1/", include(idempotent_urls(api_v1))),

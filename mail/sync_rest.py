@@ -81,6 +81,7 @@ class ApiClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # kept for the run: its threads keep their connections
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -94,6 +95,9 @@ class ApiClient:
         return session
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         with self._lock:
             for session in self._sessions:
                 session.close()
@@ -156,8 +160,9 @@ class ApiClient:
         """`fetch(id)` for each id, a few at a time, results in order. The first error propagates."""
         if len(ids) <= 1:
             return [fetch(i) for i in ids]
-        with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(ids)), thread_name_prefix="mail-fetch") as pool:
-            return list(pool.map(fetch, ids))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="mail-fetch")
+        return list(self._pool.map(fetch, ids))
 
 
 # --- storage ---------------------------------------------------------------------------------------
