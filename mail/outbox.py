@@ -121,7 +121,7 @@ def send(passwords: LeasedPasswords, owner_id, outbox_id) -> str:
     """Run one send attempt with leased passwords."""
     row, decision = _claim(owner_id, outbox_id)
     if decision == "skip":
-        return row.status if row else "gone"
+        return "skipped" if row else "gone"  # already final, or being sent by another worker right now
     connection = row.connection
     if decision == "reconcile":
         return reconcile(passwords, owner_id, row, connection)

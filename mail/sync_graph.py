@@ -7,17 +7,19 @@ Folder has no column for a URL cursor, so the cursors live in Connection.sync_st
 id, a renamed folder keeps its row. A folder gone from the listing is removed with its messages.
 
 Messages are requested with immutable ids (Prefer: IdType="ImmutableId"), so a move keeps the id:
-it shows up as @removed in the source folder and as a message in the destination. A removal
-deletes a row only while it is still filed in the folder that reported it, so whichever folder
-is synced first, the message ends as one row in the right place.
+it shows up as @removed in the source folder and as a message in the destination. Removals are
+therefore applied once every folder has been synced, and only to rows still filed in the folder
+that reported them: a moved message (archiving!) is re-filed, never deleted and downloaded again,
+whichever folder comes first. Until then they wait in sync_state["graph"]["pending_removals"],
+saved with the deltaLink that reported them, so a crash in between loses none.
 
 Per folder: GET /me/mailFolders/{id}/messages/delta?$select=… and @odata.nextLink pages until the
 @odata.deltaLink, which the next run starts from. New ids: raw MIME from /me/messages/{id}/$value
 (a few at a time), stored in batches, each its own transaction; known ids: isRead → unread,
-categories → labels, folder; @removed → delete. The deltaLink is saved in the transaction of the
-round's last page. A run that stops midway replays the round from the previous deltaLink: each
+categories → labels, folder; @removed → a pending removal. The deltaLink is saved in the
+transaction of the round's last page. A run that stops midway replays the round from the previous deltaLink: each
 step is idempotent and bodies already stored are not fetched again. 410 Gone (delta state
-expired) → a fresh round for that folder, after which rows it no longer lists are removed.
+expired) → a fresh round for that folder, after which rows it no longer lists are pending removals.
 """
 
 import logging
@@ -165,6 +167,7 @@ class GraphSync:
         state = (connection.sync_state or {}).get(STATE) or {}
         self.folder_state: dict = dict(state.get("folders") or {})
         self.roles: dict | None = state.get("roles")
+        self.pending: dict[str, str] = dict(state.get("pending_removals") or {})  # message id → Folder row id
 
     def run(self) -> Progress:
         _save_progress(self.owner_id, self.connection.pk, self.progress.as_state("syncing"))
@@ -177,6 +180,7 @@ class GraphSync:
                 self.sync_folder(folder)
             except FolderGone:
                 logger.info("a folder of connection %s vanished during its sync", self.connection.pk)
+        self._remove_pending()
         self._forget(set(self.folder_state) - {str(f["id"]) for f in listed})
         self.progress.total = max(self.progress.total, self.progress.done)
         _save_progress(self.owner_id, self.connection.pk, self.progress.as_state("idle"))
@@ -230,7 +234,7 @@ class GraphSync:
         if delta_link is not None:
             self.api.url(delta_link)  # kept only if it points back at Graph
         items = [i for i in items if isinstance(i, dict) and isinstance(i.get("id"), str) and i["id"]]
-        removed = [i["id"] for i in items if "@removed" in i]
+        removed = {i["id"] for i in items if "@removed" in i}
         live = [i for i in items if "@removed" not in i]
         if seen is not None:
             seen.update(i["id"] for i in live)
@@ -241,17 +245,17 @@ class GraphSync:
         else:
             self.progress.total += len(new)
         self._fetch_new(folder, new)
+        self.pending.update({message_id: str(folder.pk) for message_id in removed})
         with owner_scope(self.owner_id):
-            keys = delete_rows(self.owner_id, self.connection.pk, removed, folder=folder)
             for item in live:
                 if (row := known.get(item["id"])) is not None:
                     self._update(row, folder, item)
             if delta_link is not None:
                 if seen is not None:
-                    keys += self._sweep(folder, seen)
+                    self.pending.update({message_id: str(folder.pk) for message_id in self._unseen(folder, seen)})
                 self.folder_state[graph_id] = {"folder": str(folder.pk), "delta_link": delta_link}
-                merge_state(self.owner_id, self.connection.pk, STATE, {"folders": self.folder_state})
-        delete_objects(self.owner_id, keys)
+                merge_state(self.owner_id, self.connection.pk, STATE,
+                            {"folders": self.folder_state, "pending_removals": self.pending})
 
     def _fetch_new(self, folder: Folder, items: list[dict]) -> None:
         for batch in chunks(items, BATCH):
@@ -268,11 +272,26 @@ class GraphSync:
             Message.objects.for_owner(self.owner_id).filter(pk=row.pk).update(labels=labels, unread=unread,
                                                                               folder=folder)
 
-    def _sweep(self, folder: Folder, seen: set[str]) -> list[str]:
-        """After a complete fresh round (inside its transaction): rows this folder no longer lists."""
+    def _unseen(self, folder: Folder, seen: set[str]) -> list[str]:
+        """After a complete fresh round: the rows this folder no longer lists."""
         have = Message.objects.for_owner(self.owner_id).filter(connection_id=self.connection.pk, folder=folder)
-        gone = [pid for pid in have.values_list("provider_id", flat=True) if pid not in seen]
-        return delete_rows(self.owner_id, self.connection.pk, gone, folder=folder)
+        return [pid for pid in have.values_list("provider_id", flat=True) if pid not in seen]
+
+    def _remove_pending(self) -> None:
+        """Every folder has been synced: a removal whose row is still where it was reported is a
+        deletion; a moved message has been re-filed by its new folder's round and stays."""
+        if not self.pending:
+            return
+        by_folder: dict[str, list[str]] = {}
+        for message_id, folder_pk in self.pending.items():
+            by_folder.setdefault(folder_pk, []).append(message_id)
+        with owner_scope(self.owner_id):
+            keys = []
+            for folder_pk, message_ids in by_folder.items():
+                keys += delete_rows(self.owner_id, self.connection.pk, message_ids, folder_id=folder_pk)
+            self.pending = {}
+            merge_state(self.owner_id, self.connection.pk, STATE, {"pending_removals": {}})
+        delete_objects(self.owner_id, keys)
 
     def _forget(self, graph_ids: set[str]) -> None:
         """Folders deleted at Microsoft: their rows, messages and objects go too."""

@@ -223,15 +223,15 @@ def stored(owner_id, connection_id, provider_ids: Iterable[str]) -> dict[str, St
     return found
 
 
-def delete_rows(owner_id, connection_id, provider_ids: Iterable[str], folder: Folder | None = None) -> list[str]:
+def delete_rows(owner_id, connection_id, provider_ids: Iterable[str], folder_id=None) -> list[str]:
     """Inside the caller's owner_scope: delete the rows; returns their object keys, to delete after
     the commit (an object deleted before a rollback would leave a row without a body)."""
     ids, keys = list(provider_ids), []
     for start in range(0, len(ids), 1000):
         query = Message.objects.for_owner(owner_id).filter(connection_id=connection_id,
                                                            provider_id__in=ids[start:start + 1000])
-        if folder is not None:
-            query = query.filter(folder=folder)
+        if folder_id is not None:
+            query = query.filter(folder_id=folder_id)
         keys += [k for k in query.values_list("blob_key", flat=True) if k]
         query.delete()
     return keys

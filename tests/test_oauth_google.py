@@ -267,8 +267,9 @@ def test_incremental_authorization_asks_only_for_the_added_scope(auth_client, br
                                                                  django_capture_on_commit_callbacks):
     first = _connect(auth_client, browser, google, sent, django_capture_on_commit_callbacks, capabilities=["read"])
     secret_id = _connection(user, first["id"]).oauth_secret_id
-    connection, url = oauth_start(owner=user, provider="gmail", capabilities=["read", "send"], redirect_uri=CALLBACK,
-                                  connection=_connection(user, first["id"]))
+    with owner_scope(user):  # as the web request that starts it would be
+        connection, url = oauth_start(owner=user, provider="gmail", capabilities=["read", "send"],
+                                      redirect_uri=CALLBACK, connection=_connection(user, first["id"]))
     q = _query(url)
     assert q["scope"].split() == [GMAIL + "send"]
     assert q["include_granted_scopes"] == "true" and q["login_hint"] == ACCOUNT
@@ -293,8 +294,9 @@ def test_reauthorising_needs_the_same_account(auth_client, browser, user, google
     assert _connection(user, final["id"]).status == "needs_reauth"
 
     def reauthorise(account):
-        _, url = oauth_start(owner=user, provider="gmail", redirect_uri=CALLBACK,
-                             connection=_connection(user, final["id"]))
+        with owner_scope(user):
+            _, url = oauth_start(owner=user, provider="gmail", redirect_uri=CALLBACK,
+                                 connection=_connection(user, final["id"]))
         assert _query(url)["scope"].split() == EVERYTHING and _query(url)["login_hint"] == ACCOUNT
         _callback(browser, google.consent(url, account=account), django_capture_on_commit_callbacks)
         _exchange(sent)

@@ -27,23 +27,23 @@ class TokenRefreshApi(jwt_views.TokenRefreshView):
 class AccountApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    class Output(serializers.Serializer):
+    class AccountOutput(serializers.Serializer):
         id = serializers.UUIDField()
         email = serializers.EmailField()
         display_name = serializers.CharField()
         date_joined = serializers.DateTimeField()
 
-    class DeleteInput(serializers.Serializer):
+    class AccountDeleteInput(serializers.Serializer):
         password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
 
-    @extend_schema(responses=Output)
+    @extend_schema(responses=AccountOutput)
     def get(self, request):
-        return Response(self.Output(request.user).data)
+        return Response(self.AccountOutput(request.user).data)
 
-    @extend_schema(request=DeleteInput, responses={202: None})
+    @extend_schema(request=AccountDeleteInput, responses={202: None})
     def delete(self, request):
         """Close the account: sign-in stops now; keys are destroyed, then all data, in the background."""
-        data = self.DeleteInput(data=request.data)
+        data = self.AccountDeleteInput(data=request.data)
         data.is_valid(raise_exception=True)
         if not request.user.check_password(data.validated_data["password"]):
             raise exceptions.PermissionDenied("The password is not correct.")

@@ -33,14 +33,14 @@ class DelegationOutput(serializers.Serializer):
 class MessageDelegateApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    class Input(serializers.Serializer):
+    class DelegateInput(serializers.Serializer):
         email = serializers.EmailField(max_length=254)
         permission = serializers.ChoiceField(choices=Delegation.Permission.choices, default="read")
 
-    @extend_schema(request=Input, responses={201: DelegationOutput})
+    @extend_schema(request=DelegateInput, responses={201: DelegationOutput})
     def post(self, request, message_id):
         message = message_get(owner=request.user, message_id=message_id)
-        data = self.Input(data=request.data)
+        data = self.DelegateInput(data=request.data)
         data.is_valid(raise_exception=True)
         grant = delegation_grant(owner=request.user, message=message, **data.validated_data)
         return Response(DelegationOutput(grant).data, status=status.HTTP_201_CREATED)

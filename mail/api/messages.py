@@ -119,7 +119,7 @@ def _label(value: str) -> str:
 class MessageLabelsApi(_ActionApi):
     action = "labels"
 
-    class Input(serializers.Serializer):
+    class LabelsInput(serializers.Serializer):
         add = serializers.ListField(child=serializers.CharField(max_length=64, validators=[_label]),
                                     required=False, default=list, max_length=20)
         remove = serializers.ListField(child=serializers.CharField(max_length=64, validators=[_label]),
@@ -132,9 +132,9 @@ class MessageLabelsApi(_ActionApi):
                 raise serializers.ValidationError("A label cannot be added and removed at once.")
             return attrs
 
-    @extend_schema(request=Input, responses={202: None})
+    @extend_schema(request=LabelsInput, responses={202: None})
     def post(self, request, message_id):
-        data = self.Input(data=request.data)
+        data = self.LabelsInput(data=request.data)
         data.is_valid(raise_exception=True)
         return self._queue(request, message_id, data.validated_data)
 
@@ -142,11 +142,11 @@ class MessageLabelsApi(_ActionApi):
 class MessageReadApi(_ActionApi):
     action = "read"
 
-    class Input(serializers.Serializer):
+    class ReadInput(serializers.Serializer):
         unread = serializers.BooleanField()
 
-    @extend_schema(request=Input, responses={202: None})
+    @extend_schema(request=ReadInput, responses={202: None})
     def post(self, request, message_id):
-        data = self.Input(data=request.data)
+        data = self.ReadInput(data=request.data)
         data.is_valid(raise_exception=True)
         return self._queue(request, message_id, data.validated_data)

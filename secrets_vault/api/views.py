@@ -74,7 +74,7 @@ class AiKeyListApi(ListAPIView):
     serializer_class = AiKeyOutput
     pagination_class = CreatedCursorPagination
 
-    class Input(serializers.Serializer):
+    class AiKeyInput(serializers.Serializer):
         provider = serializers.ChoiceField(choices=AiKey.Provider.choices)
         key = SecretField(max_length=400)
         base_url = serializers.URLField(max_length=300, required=False, allow_blank=True, default="")
@@ -90,9 +90,9 @@ class AiKeyListApi(ListAPIView):
     def get_queryset(self):
         return ai_key_list(owner=self.request.user)
 
-    @extend_schema(request=Input, responses={201: AiKeyOutput})
+    @extend_schema(request=AiKeyInput, responses={201: AiKeyOutput})
     def post(self, request):
-        data = self.Input(data=request.data)
+        data = self.AiKeyInput(data=request.data)
         data.is_valid(raise_exception=True)
         ai_key = ai_key_add(owner=request.user, **data.validated_data)
         return Response(AiKeyOutput(ai_key).data, status=status.HTTP_201_CREATED)
