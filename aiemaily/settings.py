@@ -305,7 +305,7 @@ REST_FRAMEWORK = {
     # Denied unless a view says who may use it (see tests/test_api_conventions.py).
     "DEFAULT_PERMISSION_CLASSES": ["aiemaily.api.permissions.DenyAll"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["aiemaily.api.parsers.SafeJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "aiemaily.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [

@@ -70,3 +70,11 @@ def test_unauthenticated_throttle_answers_429_with_retry_after(monkeypatch):
     statuses = [client.post("/api/v1/auth/token", {}, format="json").status_code for _ in range(4)]
     assert statuses[:2] == [400, 400] and statuses[-1] == 429, statuses
     assert client.post("/api/v1/auth/token", {}, format="json").has_header("Retry-After")
+
+
+@pytest.mark.django_db
+def test_deeply_nested_json_is_400_not_500(auth_client):
+    body = "[" * 100_000 + "]" * 100_000
+    response = auth_client.post("/api/v1/ai-keys", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"

@@ -80,7 +80,8 @@ def _canonical_body(body: bytes) -> tuple[str, bytes]:
         except (ValueError, RecursionError):
             pass
         else:
-            return "json", json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            # ASCII escapes keep any string encodable, lone surrogates ("\ud800") included.
+            return "json", json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode()
     return "raw", body
 
 
