@@ -360,9 +360,11 @@ if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "filesystem://"
     _queue_folder = VAR_DIR / "celery" / "queue"
     _queue_folder.mkdir(parents=True, exist_ok=True)
+    (VAR_DIR / "celery" / "control").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_folder),
         "data_folder_out": str(_queue_folder),
+        "control_folder": str(VAR_DIR / "celery" / "control"),  # else kombu writes ./control
         "store_processed": False,
     }
 CELERY_TASK_SERIALIZER = "json"
