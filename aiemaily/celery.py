@@ -1,17 +1,47 @@
-"""The Celery application: JSON only, one routing table, isolated queues.
+"""The Celery application: JSON only, one routing table (settings.CELERY_TASK_ROUTES), isolated queues.
 
-Queues follow the trust zones of DESIGN.md: `vault` (the only place secrets are decrypted) and
-`sync` (provider I/O with leased credentials). Tasks carry ids and sealed bytes, never plaintext.
+Queues follow the trust zones of DESIGN.md: `vault` (the only place secrets are decrypted), `sync`
+(provider I/O with leased credentials) and `idle` (IMAP IDLE watchers). Tasks carry ids and sealed
+leases, never plaintext — and even the sealed bytes are kept out of logs and monitoring (argsrepr).
 """
 
 import os
 
-from celery import Celery
+from celery import Celery, Task
 from celery.app import trace as celery_trace
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiemaily.settings")
 
-app = Celery("aiemaily")
+
+def _mask(value):
+    """Leases (dicts with a `sealed` field) and raw bytes become a short label in reprs."""
+    if isinstance(value, dict):
+        if "sealed" in value:
+            return f"<lease {value.get('purpose', '?')}>"
+        return {key: _mask(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mask(item) for item in value)
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def safe_repr(value) -> str:
+    return repr(_mask(value))
+
+
+class SafeReprTask(Task):
+    """Sets argsrepr/kwargsrepr on every send, chained sends included (the worker calls apply_async
+    for the next task of a chain with the previous result prepended), so worker logs, events and
+    monitoring tools show task arguments without sealed material."""
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        options.setdefault("argsrepr", safe_repr(tuple(args or ())))
+        options.setdefault("kwargsrepr", safe_repr(dict(kwargs or {})))
+        return super().apply_async(args, kwargs, **options)
+
+
+app = Celery("aiemaily", task_cls=SafeReprTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")  # CELERY_* in settings.py
 app.autodiscover_tasks()
 

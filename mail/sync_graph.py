@@ -190,14 +190,14 @@ class GraphSync:
         """The Folder row of a Graph folder: found by the id we recorded (renamed if needed), else by path."""
         known = (self.folder_state.get(str(folder["id"])) or {}).get("folder")
         role = (self.roles or {}).get(str(folder["id"]), "")
+        path = folder["path"][:500]
         with owner_scope(self.owner_id):
-            row = Folder.objects.for_owner(self.owner_id).filter(pk=known, connection=self.connection).first() \
-                if known else None
-            taken = Folder.objects.for_owner(self.owner_id).filter(connection=self.connection, name=folder["path"])
-            if row is not None and row.name != folder["path"] and not taken.exists():
-                row.name = folder["path"][:500]
+            rows = Folder.objects.for_owner(self.owner_id).filter(connection=self.connection)
+            row = rows.filter(pk=known).first() if known else None
+            if row is not None and row.name != path and not rows.filter(name=path).exists():
+                row.name = path
                 row.save(update_fields=["name"])
-        return row or folder_row(self.owner_id, self.connection.pk, folder["path"], role)
+        return row or folder_row(self.owner_id, self.connection.pk, path, role)
 
     def sync_folder(self, folder: dict) -> None:
         row = self._row(folder)
@@ -246,6 +246,8 @@ class GraphSync:
             self.progress.total += len(new)
         self._fetch_new(folder, new)
         self.pending.update({message_id: str(folder.pk) for message_id in removed})
+        for item in live:  # seen alive after a removal was noted (e.g. by a crashed run): it stays
+            self.pending.pop(item["id"], None)
         with owner_scope(self.owner_id):
             for item in live:
                 if (row := known.get(item["id"])) is not None:

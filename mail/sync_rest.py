@@ -5,8 +5,10 @@ The client
 - sends the token only to the configured API origin: absolute URLs the provider hands back
   (Graph's @odata.nextLink / @odata.deltaLink) are checked first, and redirects are not followed,
   so a tampered link can never carry the bearer token elsewhere;
-- treats 401 as "the grant is gone" (AuthFailed; the task marks the connection needs_reauth),
-  retries 429, 5xx, rate-limit 403s and dropped connections with exponential backoff (honouring
+- treats a 401 as "the grant is gone" when the freshly leased token never worked (AuthFailed: the
+  task marks the connection needs_reauth), and as an expiry during a long run otherwise
+  (TokenExpired: the task queues a continuation with a new lease);
+- retries 429, 5xx, rate-limit 403s and dropped connections with exponential backoff (honouring
   Retry-After), then gives up with a ProviderError whose message is fit for the user;
 - never puts a token, a URL or a response body in an error message or a log line (URLs carry
   delta/page tokens and bodies may echo the request).
@@ -59,9 +61,18 @@ class ProviderError(Exception):
 
 
 class AuthFailed(ProviderError):
-    """401: the access token was refused (consent revoked, account disabled). Needs a new sign-in."""
+    """401 on the first call with a freshly leased token: the grant is gone (consent revoked,
+    account disabled). Needs a new sign-in."""
 
     code = "auth_failed"
+
+
+class TokenExpired(ProviderError):
+    """401 after the same token already worked in this run: it expired during a long sync (Google
+    and Microsoft access tokens live about an hour). Not the user's problem: continue with a new
+    lease, and let the vault's refresh decide whether the grant still stands."""
+
+    code = "token_expired"
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -82,13 +93,12 @@ class ApiClient:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # kept for the run: its threads keep their connections
+        self.accepted = False  # the token has worked at least once in this run
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._factory()
-            session.verify = settings.AIEMAILY_PROVIDER_CA_BUNDLE or True
-            session.trust_env = False  # no proxy from the environment sees our bearer token
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -114,21 +124,28 @@ class ApiClient:
                 passthrough: Iterable[int] = ()) -> requests.Response:
         """A response with a 2xx status or one listed in `passthrough`; anything else raises."""
         url = self.url(path_or_url)
+        # Per request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        verify = settings.AIEMAILY_PROVIDER_CA_BUNDLE or True
         last, response = "no answer", None
         for attempt in range(RETRIES + 1):
             if attempt:
                 time.sleep(self._delay(attempt, response))
             try:
                 response = self._session().request(method, url, params=params, headers=headers, timeout=TIMEOUT,
-                                                   allow_redirects=False)
+                                                   allow_redirects=False, verify=verify)
+            except requests.exceptions.SSLError:
+                raise ProviderError(f"{self.name}'s server certificate could not be verified.") from None
             except (requests.ConnectionError, requests.Timeout):
                 response, last = None, "no answer"
                 continue
             status = response.status_code
+            if status == 401 and self.accepted:
+                raise TokenExpired(f"{self.name}'s access token expired during the sync; continuing.", status=status)
             if status == 401:
                 raise AuthFailed(f"{self.name} no longer accepts Aiemaily's access; please sign in again.",
                                  status=status)
             if 200 <= status < 300 or status in passthrough:
+                self.accepted = True
                 return response
             if status in RETRY_STATUSES or (status == 403 and any(m in response.content for m in _RATE_LIMIT_403)):
                 last = f"HTTP {status}"
@@ -216,9 +233,10 @@ def stored(owner_id, connection_id, provider_ids: Iterable[str]) -> dict[str, St
     ids, found = list(dict.fromkeys(provider_ids)), {}
     with owner_scope(owner_id):
         for start in range(0, len(ids), 1000):
+            # exclude(provider_id=""): the partial unique index's own condition, so the planner uses it
             rows = Message.objects.for_owner(owner_id).filter(
-                connection_id=connection_id, provider_id__in=ids[start:start + 1000]).values_list(
-                "provider_id", "pk", "folder_id", "labels", "unread")
+                connection_id=connection_id, provider_id__in=ids[start:start + 1000]).exclude(
+                provider_id="").values_list("provider_id", "pk", "folder_id", "labels", "unread")
             found.update({pid: Stored(pk, folder, labels or [], unread) for pid, pk, folder, labels, unread in rows})
     return found
 
@@ -228,8 +246,8 @@ def delete_rows(owner_id, connection_id, provider_ids: Iterable[str], folder_id=
     the commit (an object deleted before a rollback would leave a row without a body)."""
     ids, keys = list(provider_ids), []
     for start in range(0, len(ids), 1000):
-        query = Message.objects.for_owner(owner_id).filter(connection_id=connection_id,
-                                                           provider_id__in=ids[start:start + 1000])
+        query = Message.objects.for_owner(owner_id).filter(
+            connection_id=connection_id, provider_id__in=ids[start:start + 1000]).exclude(provider_id="")
         if folder_id is not None:
             query = query.filter(folder_id=folder_id)
         keys += [k for k in query.values_list("blob_key", flat=True) if k]

@@ -126,10 +126,14 @@ def sync_due():
     from django.utils import timezone
 
     queued = watchers = 0
-    active = Connection.objects.unscoped(reason="beat: periodic mail sync").filter(
-        status=Connection.Status.ACTIVE, provider=Connection.Provider.IMAP)
+    active = Connection.objects.unscoped(reason="beat: periodic mail sync").filter(status=Connection.Status.ACTIVE)
     for connection in active:
         with owner_scope(connection.owner_id):
+            if connection.provider != Connection.Provider.IMAP:
+                if connection.oauth_secret_id is not None:
+                    services.connection_sync_dispatch(connection=connection)
+                    queued += 1
+                continue
             services.connection_sync_queue(connection=connection)
             queued += 1
             idle_until = (connection.sync_state or {}).get("idle_until")
@@ -179,7 +183,7 @@ def _oauth_sync(provider: str, leases, owner_id, connection_id) -> dict:
 
     from mail.providers.oauth_base import ACCESS_PURPOSE
     from mail.sync_imap import Progress, _save_progress
-    from mail.sync_rest import AuthFailed, ProviderError
+    from mail.sync_rest import AuthFailed, ProviderError, TokenExpired
 
     with owner_scope(owner_id):
         # Owner-scoped (and RLS-bound): another owner's connection id finds nothing here.
@@ -193,6 +197,15 @@ def _oauth_sync(provider: str, leases, owner_id, connection_id) -> dict:
             progress = import_module(OAUTH_SYNC_MODULES[provider]).sync_connection(token, owner_id, connection)
         finally:
             del token
+    except TokenExpired:
+        # Everything done so far is committed; a fresh lease (the vault refreshes) picks up from there.
+        with owner_scope(owner_id):
+            connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+            if connection is None or connection.status != Connection.Status.ACTIVE:
+                return {"connection_id": str(connection_id), "status": "stopped"}
+            _save_progress(owner_id, connection_id, {"state": "queued", "last_error": ""})
+            services.connection_sync_dispatch(connection=connection)
+        return {"connection_id": str(connection_id), "status": "continuing"}
     except (ProviderError, LeaseError) as exc:
         message = exc.message if isinstance(exc, ProviderError) else "The mail worker could not use the credentials."
         _save_progress(owner_id, connection_id, Progress().as_state("error", message))

@@ -103,10 +103,11 @@ def connection_status(request, connection_id):
 @require_POST
 def connection_sync_now(request, connection_id):
     connection = connection_get(owner=request.user, connection_id=connection_id)
-    if connection.provider != "imap" or connection.status != Connection.Status.ACTIVE:
+    if connection.status != Connection.Status.ACTIVE or (connection.provider != "imap"
+                                                         and connection.oauth_secret_id is None):
         messages.error(request, "Only an active mailbox can sync.")
     else:
-        services.connection_sync_queue(connection=connection)
+        services.connection_sync_dispatch(connection=connection)
         services.connection_sync_mark_queued(connection=connection)
         messages.info(request, "Sync started.")
     return redirect("connections:detail", connection_id=connection.pk)

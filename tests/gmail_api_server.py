@@ -14,7 +14,8 @@ Gmail behaviour implemented (https://developers.google.com/gmail/api/reference/r
                                               records after the start id; 404 when it is older than
                                               the kept history (expire_history()); 400 when missing
 Every change takes the next history id (monotonic); a message's historyId is its last change's.
-Faults: fail(path_part, status, times) answers `status` to the next matching requests.
+Faults: fail(path_part, status, times) answers `status` to the next matching requests;
+`token_budget = n` lets the token work for n more requests, then answers 401 (it expired).
 """
 
 import base64
@@ -110,6 +111,8 @@ class HttpsFake:
             self.token = f"test-access-{uuid.uuid4().hex}"
             self.requests: list[Recorded] = []
             self.faults: list[list] = []
+            self.token_budget: int | None = None  # requests the token is good for; then 401 (it expired)
+            self.accepts = None  # or a function deciding which bearer tokens are good (a real token issuer's)
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -129,8 +132,13 @@ class HttpsFake:
     def handle(self, request: Recorded) -> Response:
         with self.lock:
             self.requests.append(request)
-            if request.headers.get("authorization") != f"Bearer {self.token}":
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme != "Bearer" or not (self.accepts(token) if self.accepts else token == self.token):
                 return self.unauthorized()
+            if self.token_budget is not None:
+                self.token_budget -= 1
+                if self.token_budget < 0:
+                    return self.unauthorized()
             for fault in self.faults:
                 if fault[0] in request.path and fault[2] > 0:
                     fault[2] -= 1

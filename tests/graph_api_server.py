@@ -171,7 +171,7 @@ class FakeGraph(HttpsFake):
                 "unreadItemCount": sum(1 for m in inside if not m.is_read), "isHidden": False}
 
     def _link(self, path: str, query: dict) -> str:
-        return f"{self.link_origin or self.origin}{self.path_prefix}{path}?{urlencode(query)}"
+        return f"{self.link_origin or self.origin}{self.path_prefix}{path}?{urlencode(query, safe='$')}"
 
     def _folder_list(self, request: Recorded, parent: str, path: str) -> Response:
         if parent != ROOT and parent not in self.folders:

@@ -20,6 +20,9 @@ from mail.tasks import gmail_sync
 from secrets_vault.sealing import lease_seal
 from tests.gmail_api_server import FakeGmail
 from tests.mailservers import MALFORMED
+from tests.test_oauth_google import browser, google, google_server, sent
+
+__all__ = ["browser", "google", "google_server", "sent"]  # the local Google's fixtures, for the end-to-end test
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 
@@ -288,6 +291,30 @@ def test_a_refused_token_marks_the_connection_needs_reauth(gmail, user, connecti
     assert gmail.requests and rows(user) == {}
 
 
+def test_a_token_expiring_mid_sync_continues_with_a_new_lease(gmail, user, connection, monkeypatch,
+                                                               django_capture_on_commit_callbacks):
+    from tests.factories import stored_secret
+
+    monkeypatch.setattr(sync_gmail, "BATCH", 5)
+    ids = [gmail.add(mail(n)) for n in range(20)]
+    with owner_scope(user):
+        Connection.objects.for_owner(user).filter(pk=connection.pk).update(
+            oauth_secret=stored_secret(user, "refresh", purpose="oauth_refresh_token"))
+    queued = []
+    monkeypatch.setattr("celery.canvas._chain.apply_async", lambda self, *a, **k: queued.append(self))
+    gmail.token_budget = 8  # labels, profile, list, one batch of five bodies; then the token expires
+    with django_capture_on_commit_callbacks(execute=True):
+        result = sync(user, connection, gmail.token)
+    assert result["status"] == "continuing"
+    with owner_scope(user):
+        saved = Connection.objects.for_owner(user).get(pk=connection.pk)
+    assert saved.status == "active" and saved.sync_state["state"] == "queued"  # not the user's problem
+    assert [t.name for t in queued[0].tasks] == ["secrets_vault.tasks.oauth_access_lease", "mail.tasks.gmail_sync"]
+    assert 5 <= len(rows(user)) < 20
+    gmail.token_budget = None  # the continuation runs with a fresh token
+    assert sync(user, connection, gmail.token)["status"] == "synced" and set(rows(user)) == set(ids)
+
+
 def test_throttling_and_server_errors_are_retried(gmail, user, connection):
     for n in range(3):
         gmail.add(mail(n))
@@ -314,6 +341,13 @@ def test_a_provider_that_keeps_failing_leaves_an_error_and_the_cursor(gmail, use
         assert Connection.objects.for_owner(user).get(pk=connection.pk).status == "active"  # not the user's fault
     gmail.faults.clear()
     assert sync(user, connection, gmail.token)["status"] == "synced" and len(rows(user)) == 2
+
+
+def test_a_server_whose_certificate_is_not_trusted_gets_no_token(gmail, user, connection, settings):
+    settings.AIEMAILY_PROVIDER_CA_BUNDLE = None  # only the system's CAs: the test CA is not among them
+    result = sync(user, connection, gmail.token)
+    assert result["status"] == "error" and gmail.requests == []
+    assert "certificate" in state(user, connection)["last_error"]
 
 
 def test_malformed_messages_are_stored_and_listed(gmail, auth_client, connection):
@@ -378,3 +412,25 @@ def test_sync_dispatch_chains_the_vault_lease_then_the_provider_sync(user, monke
     pending = make_connection(user)
     with owner_scope(user), pytest.raises(ValueError):
         services.connection_sync_dispatch(connection=pending)  # no refresh token: nothing to lease
+
+
+@pytest.mark.claim("isolated-decryption")
+def test_end_to_end_with_access_tokens_leased_by_the_vault(auth_client, browser, user, gmail, google, sent,
+                                                            django_capture_on_commit_callbacks):
+    """The real chain: the vault refreshes at the local Google and leases the access token; the sync
+    uses it at the local Gmail, which accepts exactly the tokens that Google issued and still honours."""
+    from secrets_vault.tasks import oauth_access_lease
+    from tests.test_oauth_google import ACCOUNT, _connect
+
+    connection_id = _connect(auth_client, browser, google, sent, django_capture_on_commit_callbacks)["id"]
+    gmail.accepts = google.access_token_valid
+    gmail.add(mail(1))
+    lease = oauth_access_lease(str(user.pk), connection_id, "oauth_access_token")
+    assert gmail_sync(lease, owner_id=str(user.pk), connection_id=connection_id)["status"] == "synced"
+    assert len(rows(user)) == 1
+    # Consent withdrawn at Google after a lease was issued: the sync is refused and the user told.
+    lease = oauth_access_lease(str(user.pk), connection_id, "oauth_access_token")
+    google.revoke_account(ACCOUNT)
+    result = gmail_sync(lease, owner_id=str(user.pk), connection_id=connection_id)
+    assert result["code"] == "auth_failed"
+    assert auth_client.get(f"/api/v1/connections/{connection_id}").json()["status"] == "needs_reauth"

@@ -81,9 +81,9 @@ class ConnectionSyncApi(APIView):
                                                                                      OpenApiParameter.PATH)])
     def post(self, request, connection_id):
         connection = connection_get(owner=request.user, connection_id=connection_id)
-        if connection.provider != "imap" or connection.status != "active":
-            raise exceptions.ValidationError({"connection": "Only an active IMAP connection can sync now."})
-        services.connection_sync_queue(connection=connection)
+        if connection.status != "active" or (connection.provider != "imap" and connection.oauth_secret_id is None):
+            raise exceptions.ValidationError({"connection": "Only an active connection can sync now."})
+        services.connection_sync_dispatch(connection=connection)
         return Response({"id": str(connection.pk), "sync": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -170,7 +170,18 @@ def _accept(owner_id, connection: Connection, attempt: OAuthAttempt, tokens: Tok
     _save(connection, oauth_secret=secret, email=tokens.email or connection.email,
           requested_scopes=list(attempt.requested_scopes), granted_scopes=granted,
           status=Connection.Status.ACTIVE, last_error="", verified_at=timezone.now())
+    _queue_first_sync(owner_id, connection.pk, granted)
     return {"connection_id": str(connection.pk), "status": "active", "missing": sorted(missing)}
+
+
+def _queue_first_sync(owner_id, connection_id, granted) -> None:
+    """A newly active connection that may read mail starts syncing at once (ids only, on commit)."""
+    from mail import scopes
+    from mail.services import connection_sync_dispatch
+
+    connection = Connection.objects.for_owner(owner_id).get(pk=connection_id)
+    if "read" in scopes.capabilities_granted(connection.provider, granted):
+        connection_sync_dispatch(connection=connection)
 
 
 def _refuse_broader(owner_id, connection, tokens, provider, broader: list[str]) -> dict:
