@@ -72,11 +72,11 @@ def _messages(owner):
 
 def test_initial_sync_stores_every_message_encrypted(connected, dovecot, objects_dir):
     client, connection, user = connected
-    dovecot.seed(user, sample_messages(1200))
+    dovecot.seed(user, sample_messages(2500))
     result = _sync(client, connection)
-    assert result["status"] == "synced" and result["messages"] == 1200 + len(MALFORMED)
+    assert result["status"] == "synced" and result["messages"] == 2500 + len(MALFORMED)
     rows = _messages(client.user)
-    assert len(rows) == 1200 + len(MALFORMED)
+    assert len(rows) == 2500 + len(MALFORMED)
     assert len({r.uid for r in rows}) == len(rows)
     seeded_as_seen = len([n for n in range(len(rows)) if n % 3 == 0])  # Dovecot.seed marks every third \Seen
     assert sum(1 for r in rows if not r.unread) == seeded_as_seen
