@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from aiemaily.ownership.models import OwnedManager, OwnedModel, OwnedQuerySet
+from secrets_vault.models import WrappedKeyRecord
 
 
 class DelegatedQuerySet(OwnedQuerySet):
@@ -98,20 +99,13 @@ class OAuthAttempt(OwnedModel):
         return f"OAuth attempt {self.id}"
 
 
-class StorageKey(OwnedModel):
+class StorageKey(OwnedModel, WrappedKeyRecord):
     """A user's intermediate key for message bodies, wrapped by the *storage* KMS key.
 
     Each stored object has its own random key, wrapped by this per-user key; so a mailbox view
     costs one KMS unwrap per user (then a bounded cache), not one per message. The storage KMS key
     is distinct from the credentials KEK: web can read mail without ever touching credentials.
     """
-
-    version = models.PositiveIntegerField()
-    wrapped = models.BinaryField()
-    kek_id = models.CharField(max_length=200)
-    kek_version = models.PositiveIntegerField()
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [

@@ -108,7 +108,23 @@ class AuditEvent(OwnedModel):
         return f"{self.action} {self.purpose} by {self.process}"
 
 
-class DataKey(models.Model):
+class WrappedKeyRecord(models.Model):
+    """The columns of a key stored wrapped by a KMS key: which version of the user's key it is,
+    the wrapped bytes, and which KEK (id, version) wrapped them. Used by the DEK store here and by
+    the per-user storage keys of message bodies (mail.StorageKey)."""
+
+    version = models.PositiveIntegerField()
+    wrapped = models.BinaryField()
+    kek_id = models.CharField(max_length=200)
+    kek_version = models.PositiveIntegerField()
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+
+class DataKey(WrappedKeyRecord):
     """A user's data encryption key, wrapped by the KEK. Lives in the `vault` database only.
 
     No foreign key to the user (another database); `owner_id` is also the KMS wrapping context, so
@@ -116,12 +132,6 @@ class DataKey(models.Model):
     """
 
     owner_id = models.UUIDField(db_index=True)
-    version = models.PositiveIntegerField()
-    wrapped = models.BinaryField()
-    kek_id = models.CharField(max_length=200)
-    kek_version = models.PositiveIntegerField()
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
