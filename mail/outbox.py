@@ -9,8 +9,12 @@
 or the broker redelivered) does not send: once the row is older than AIEMAILY_SEND_STALE_SECONDS it
 becomes `uncertain` and the Sent folder decides. Exactly one provider-side message, however the
 request or the task is retried. The Message-ID is ours, generated once, and travels with the row.
+
+Gmail and Microsoft connections run the same machine through their APIs (send_via_api below);
+their Sent folder is searched by Message-ID (Gmail rfc822msgid:, Graph internetMessageId).
 """
 
+import base64
 import email.utils
 import logging
 from datetime import timedelta
@@ -176,3 +180,98 @@ def reconcile(passwords: LeasedPasswords, owner_id, row: OutboxMessage, connecti
                                       "Check with the recipient before sending it again.")
     return "uncertain"
 
+
+
+# --- Gmail and Microsoft Graph ---------------------------------------------------------------------
+# Same state machine, one HTTP attempt per send (mail/actions.call_once): neither Gmail's
+# messages.send nor Graph's sendMail takes an idempotency key, so the only safe repeat is one the
+# provider certainly never processed (429, 503, no connection). Gmail gets the raw RFC 5322 bytes
+# (base64url) and Graph the MIME send (base64 text/plain): both keep our Message-ID header, which is
+# what reconciliation searches their Sent folder for. Both file the sent message in Sent
+# themselves, so there is no copy to append.
+
+def _api_send(api, provider: str, raw: bytes) -> None:
+    from mail.actions import call_once
+
+    if provider == Connection.Provider.GMAIL:
+        call_once(api, "POST", "/gmail/v1/users/me/messages/send", what="send this message",
+                  json={"raw": base64.urlsafe_b64encode(raw).decode().rstrip("=")})
+    else:
+        call_once(api, "POST", "/me/sendMail", what="send this message", data=base64.b64encode(raw),
+                  headers={"Content-Type": "text/plain"})
+
+
+def _api_in_sent(api, provider: str, message_id: str) -> bool:
+    if provider == Connection.Provider.GMAIL:
+        found = api.json("GET", "/gmail/v1/users/me/messages", params={
+            "q": f"rfc822msgid:{message_id.strip('<>')}", "labelIds": "SENT", "includeSpamTrash": "true"})
+        return bool(found.get("messages"))
+    quoted = message_id.replace("'", "''")  # OData string literal
+    found = api.json("GET", "/me/mailFolders/sentitems/messages", params={
+        "$filter": f"internetMessageId eq '{quoted}'", "$select": "id,internetMessageId"})
+    return bool(found.get("value"))
+
+
+def _needs_reauth(owner_id, connection_id, message: str) -> None:
+    from mail.services import connection_record_verification
+
+    with owner_scope(owner_id):
+        connection_record_verification(owner_id=owner_id, connection_id=connection_id, error_code="auth_failed",
+                                       error=message)
+
+
+def send_via_api(token, owner_id, outbox_id) -> str:
+    """One send attempt for a Gmail or Microsoft connection with a leased access token.
+
+    'sent' | 'failed' | 'retry' (still queued: nothing reached the provider) | 'checking' (the
+    answer was lost: uncertain, reconcile soon) | 'uncertain' | 'skipped' | 'gone'."""
+    from mail.actions import Ambiguous, Transient, api_for
+    from mail.sync_rest import AuthFailed, ProviderError
+
+    row, decision = _claim(owner_id, outbox_id)
+    if decision == "skip":
+        return "skipped" if row else "gone"
+    connection = row.connection
+    api = api_for(connection.provider, token)
+    try:
+        if decision == "reconcile":
+            return _api_reconcile(api, owner_id, row, connection)
+        raw = blobstore.get(owner_id, row.blob_key)
+        try:
+            _api_send(api, connection.provider, raw)
+        except Transient as exc:
+            _set(owner_id, row.pk, status=OutboxMessage.Status.QUEUED, last_error=exc.message[:300])
+            return "retry"
+        except Ambiguous as exc:
+            _set(owner_id, row.pk, status=OutboxMessage.Status.UNCERTAIN,
+                 last_error=f"{exc.message} Checking the Sent folder."[:300])
+            return "checking"
+        except AuthFailed as exc:
+            _set(owner_id, row.pk, status=OutboxMessage.Status.FAILED, last_error=exc.message[:300])
+            _needs_reauth(owner_id, connection.pk, exc.message)
+            return "failed"
+        except ProviderError as exc:
+            _set(owner_id, row.pk, status=OutboxMessage.Status.FAILED, last_error=exc.message[:300])
+            return "failed"
+        _set(owner_id, row.pk, status=OutboxMessage.Status.SENT, sent_at=timezone.now(), last_error="")
+        return "sent"
+    finally:
+        api.close()
+
+
+def _api_reconcile(api, owner_id, row: OutboxMessage, connection: Connection) -> str:
+    from mail.sync_rest import AuthFailed, ProviderError
+
+    try:
+        found = _api_in_sent(api, connection.provider, row.message_id)
+    except ProviderError as exc:
+        if isinstance(exc, AuthFailed):
+            _needs_reauth(owner_id, connection.pk, exc.message)
+        _set(owner_id, row.pk, last_error=f"Could not check the Sent folder yet: {exc.message}"[:300])
+        return "uncertain"
+    if found:
+        _set(owner_id, row.pk, status=OutboxMessage.Status.SENT, sent_at=timezone.now(), last_error="")
+        return "sent"
+    _set(owner_id, row.pk, last_error="We could not confirm this was sent: it is not in your Sent folder. "
+                                      "Check with the recipient before sending it again.")
+    return "uncertain"

@@ -138,13 +138,29 @@ def connection_sync_mark_queued(*, connection: Connection) -> None:
     Connection.objects.for_owner(connection.owner_id).filter(pk=connection.pk).update(sync_state=state)
 
 
+def _access_lease_step(connection: Connection):
+    """Gmail / Microsoft: the vault leases a fresh access token (refresh tokens never leave it)."""
+    from mail.providers.oauth_base import ACCESS_PURPOSE
+    from secrets_vault.tasks import oauth_access_lease
+
+    if connection.oauth_secret_id is None:
+        raise ValueError("this connection is not signed in")
+    return oauth_access_lease.s(str(connection.owner_id), str(connection.pk), ACCESS_PURPOSE)
+
+
 def outbox_queue(*, row, countdown: int = 0) -> None:
-    """Queue a send: the vault leases the SMTP and IMAP passwords, then worker-sync sends."""
+    """Queue a send: the vault leases the SMTP and IMAP passwords (or, for Gmail and Microsoft, an
+    access token), then worker-sync sends."""
     from mail.tasks import outbox_send
     from secrets_vault.tasks import leases_issue
 
     connection = row.connection
     owner_id, connection_id, outbox_id = str(row.owner_id), str(connection.pk), str(row.pk)
+    if connection.provider != Connection.Provider.IMAP:
+        lease = _access_lease_step(connection)
+        transaction.on_commit(lambda: chain(
+            lease, outbox_send.s(owner_id=owner_id, outbox_id=outbox_id)).apply_async(countdown=countdown))
+        return
     secret_ids = {"smtp_password": str(connection.smtp_secret_id), "imap_password": str(connection.imap_secret_id)}
     transaction.on_commit(lambda: chain(
         leases_issue.s(owner_id, connection_id, secret_ids),
@@ -174,12 +190,19 @@ def connection_sync_dispatch(*, connection: Connection) -> None:
 
 
 def message_action_queue(*, message, action: str, params: dict, attempt: int = 1, countdown: int = 0) -> None:
-    """Queue an action on a message: the vault leases the IMAP password, worker-sync applies it."""
+    """Queue an action on a message: the vault leases the IMAP password (or an access token for
+    Gmail / Microsoft), worker-sync applies it."""
     from mail.tasks import message_action
     from secrets_vault.tasks import leases_issue
 
     connection = message.connection
     owner_id, connection_id, message_id = str(message.owner_id), str(connection.pk), str(message.pk)
+    if connection.provider != Connection.Provider.IMAP:
+        lease = _access_lease_step(connection)
+        transaction.on_commit(lambda: chain(lease, message_action.s(
+            owner_id=owner_id, message_id=message_id, action=action, params=params, attempt=attempt,
+        )).apply_async(countdown=countdown))
+        return
     secret_ids = {"imap_password": str(connection.imap_secret_id)}
     transaction.on_commit(lambda: chain(
         leases_issue.s(owner_id, connection_id, secret_ids),

@@ -145,7 +145,10 @@ def sync_due():
 
 @shared_task(name="mail.tasks.outbox_send", acks_late=True)
 def outbox_send(leases, owner_id, outbox_id):
-    """Send one outbox message exactly once (see mail/outbox.py for the state machine)."""
+    """Send one outbox message exactly once (see mail/outbox.py for the state machine).
+
+    IMAP connections get {purpose: lease} for the SMTP/IMAP passwords; Gmail and Microsoft get the
+    access-token lease of secrets_vault.tasks.oauth_access_lease."""
     from mail import outbox
     from mail.models import OutboxMessage
 
@@ -153,12 +156,44 @@ def outbox_send(leases, owner_id, outbox_id):
         row = OutboxMessage.objects.for_owner(owner_id).select_related("connection").filter(pk=outbox_id).first()
     if row is None:
         return {"outbox_id": outbox_id, "status": "gone"}
-    result = outbox.send(outbox.LeasedPasswords(leases, owner_id, row.connection_id), owner_id, outbox_id)
-    if result == "retry" and row.attempts < 5:
+    if row.connection.provider == Connection.Provider.IMAP:
+        result = outbox.send(outbox.LeasedPasswords(leases, owner_id, row.connection_id), owner_id, outbox_id)
+    else:
+        result = _oauth_send(leases, owner_id, row)
+    if (result == "retry" and row.attempts < 5) or result == "checking":
+        # retry: nothing reached the provider, send later. checking: the answer was lost; look in
+        # Sent once the provider has filed it (the row is uncertain, so this run only reconciles).
         with owner_scope(owner_id):
             row = OutboxMessage.objects.for_owner(owner_id).select_related("connection").get(pk=outbox_id)
             services.outbox_queue(row=row, countdown=60 * (row.attempts or 1))
+    elif result == "retry":
+        outbox._set(owner_id, outbox_id, status=OutboxMessage.Status.FAILED,
+                    last_error="The mail provider stayed unavailable; the message was not sent.")
+        result = "failed"
     return {"outbox_id": outbox_id, "status": result}
+
+
+def _oauth_send(leases, owner_id, row) -> str:
+    """Open the access token (never logged or stored) and run one API send attempt."""
+    from django.db.models import F
+
+    from mail import outbox
+    from mail.models import OutboxMessage
+    from mail.providers.oauth_base import ACCESS_PURPOSE
+
+    try:
+        token = lease_open(_access_lease(leases), owner_id=owner_id, connection_id=row.connection_id,
+                           purpose=ACCESS_PURPOSE)
+    except LeaseError:
+        # Nothing was claimed or sent; count the attempt so a lease that never opens ends in failure.
+        logger.warning("lease for outbox message %s did not open", row.pk)
+        outbox._set(owner_id, row.pk, attempts=F("attempts") + 1,
+                    last_error="The mail worker could not use the credentials; trying again.")
+        return "retry" if row.status == OutboxMessage.Status.QUEUED else "skipped"
+    try:
+        return outbox.send_via_api(token, owner_id, row.pk)
+    finally:
+        del token
 
 
 # --- Gmail and Microsoft Graph (mail/sync_gmail.py, mail/sync_graph.py) -----------------------------
@@ -245,6 +280,8 @@ def message_action(leases, owner_id, message_id, action, params, attempt=1):
     if message is None:
         return {"message_id": message_id, "status": "gone"}
     connection = message.connection
+    if connection.provider != Connection.Provider.IMAP:
+        return _oauth_action(leases, owner_id, message, action, params, attempt)
     try:
         password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection.pk,
                               purpose="imap_password")
@@ -266,4 +303,40 @@ def message_action(leases, owner_id, message_id, action, params, attempt=1):
             return {"message_id": message_id, "status": "retrying"}
         logger.warning("action %s on message %s failed: %s", action, message_id, exc.code)
         return {"message_id": message_id, "status": "failed", "code": exc.code}
+    return {"message_id": message_id, "status": "done"}
+
+
+def _oauth_action(leases, owner_id, message, action, params, attempt) -> dict:
+    """Gmail modify / Graph move and PATCH with a leased access token (mail/actions.py). Every one
+    of these is idempotent, so a lost answer is retried like a throttled one."""
+    from mail import actions
+    from mail.providers.oauth_base import ACCESS_PURPOSE
+    from mail.sync_rest import AuthFailed, ProviderError
+
+    message_id = str(message.pk)
+    try:
+        token = lease_open(_access_lease(leases), owner_id=owner_id, connection_id=message.connection_id,
+                           purpose=ACCESS_PURPOSE)
+        api = actions.api_for(message.connection.provider, token)
+        try:
+            gmail = message.connection.provider == Connection.Provider.GMAIL
+            (actions.gmail_apply if gmail else actions.graph_apply)(api, owner_id, message, action, params)
+        finally:
+            api.close()
+            del token
+    except (actions.Transient, actions.Ambiguous) as exc:
+        if attempt < 5:
+            with owner_scope(owner_id):
+                services.message_action_queue(message=message, action=action, params=params, attempt=attempt + 1,
+                                              countdown=30 * attempt)
+            return {"message_id": message_id, "status": "retrying"}
+        return {"message_id": message_id, "status": "failed", "code": exc.code}
+    except (ProviderError, LeaseError) as exc:
+        code = getattr(exc, "code", "lease")
+        if isinstance(exc, AuthFailed):
+            with owner_scope(owner_id):
+                services.connection_record_verification(owner_id=owner_id, connection_id=message.connection_id,
+                                                        error_code=exc.code, error=exc.message)
+        logger.warning("action %s on message %s failed: %s", action, message_id, code)
+        return {"message_id": message_id, "status": "failed", "code": code}
     return {"message_id": message_id, "status": "done"}

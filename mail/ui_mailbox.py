@@ -5,6 +5,7 @@ import html
 from django import forms
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
@@ -49,7 +50,13 @@ def message_view(request, message_id):
 
 
 def _actionable(message) -> bool:
-    return message.connection.provider == "imap" and message.connection.status == "active" and message.uid
+    """IMAP acts on a UID; Gmail and Microsoft on the provider's id, with a signed-in connection."""
+    connection = message.connection
+    if connection.status != "active":
+        return False
+    if connection.provider == "imap":
+        return bool(message.uid)
+    return bool(message.provider_id) and connection.oauth_secret_id is not None
 
 
 @login_required
@@ -103,8 +110,9 @@ class ComposeForm(forms.Form):
 
     def __init__(self, *args, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["connection"].queryset = connection_list(owner=owner).filter(
-            status="active", provider="imap")
+        # IMAP sends over SMTP; Gmail and Microsoft through their APIs once signed in.
+        self.fields["connection"].queryset = connection_list(owner=owner).filter(status="active").filter(
+            Q(provider="imap") | Q(oauth_secret__isnull=False))
 
     def _addresses(self, name):
         values = [v.strip() for v in (self.cleaned_data.get(name) or "").split(",") if v.strip()]

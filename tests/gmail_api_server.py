@@ -13,8 +13,14 @@ Gmail behaviour implemented (https://developers.google.com/gmail/api/reference/r
   GET /gmail/v1/users/me/history              startHistoryId, historyTypes, maxResults, pageToken;
                                               records after the start id; 404 when it is older than
                                               the kept history (expire_history()); 400 when missing
+  GET  …/messages?q=rfc822msgid:<id>          only the messages with that Message-ID header
+  POST /gmail/v1/users/me/messages/send       {"raw": base64url RFC 5322}: stored with the SENT label,
+                                              the Message-ID header kept as sent (as Gmail does)
+  POST /gmail/v1/users/me/messages/{id}/modify  addLabelIds / removeLabelIds; 400 for an unknown label
+  POST /gmail/v1/users/me/labels              {"name"}: a user label; 409 when the name exists
 Every change takes the next history id (monotonic); a message's historyId is its last change's.
 Faults: fail(path_part, status, times) answers `status` to the next matching requests;
+drop_answer(path_part, times) processes them but drops the connection instead of answering;
 `token_budget = n` lets the token work for n more requests, then answers 401 (it expired).
 """
 
@@ -35,6 +41,10 @@ class Recorded:
     query: dict  # name -> list of values (historyTypes repeats)
     headers: dict
     raw_path: str = ""  # as sent, percent-encoded: ids may hold characters that need it
+    body: bytes = b""  # POST/PATCH payload, as sent
+
+    def json(self):
+        return json.loads(self.body or b"null")
 
     def param(self, name: str, default=None):
         values = self.query.get(name)
@@ -59,15 +69,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
         request = Recorded(self.command, unquote(parts.path), parse_qs(parts.query, keep_blank_values=True),
-                           {k.lower(): v for k, v in self.headers.items()}, parts.path)
+                           {k.lower(): v for k, v in self.headers.items()}, parts.path, body)
         response = self.server.owner.handle(request)
+        if response is None:
+            # The request was processed, but the answer is lost on the way: the connection drops,
+            # as when a worker or a proxy dies after the provider accepted a send.
+            self.close_connection = True
+            self.connection.close()
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         self.wfile.write(response.body)
+
+    do_POST = do_PATCH = do_DELETE = do_GET
 
     def log_message(self, *args):  # the recorded requests are the log
         pass
@@ -113,6 +133,7 @@ class HttpsFake:
             self.faults: list[list] = []
             self.token_budget: int | None = None  # requests the token is good for; then 401 (it expired)
             self.accepts = None  # or a function deciding which bearer tokens are good (a real token issuer's)
+            self.drop_answers: list[list] = []  # [path_part, times]: process the request, then drop the reply
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -125,11 +146,16 @@ class HttpsFake:
         with self.lock:
             self.faults.append([path_part, status, times, headers or {}, reason])
 
+    def drop_answer(self, path_part: str, times: int = 1) -> None:
+        """Process the next `times` matching requests, then close the connection without answering."""
+        with self.lock:
+            self.drop_answers.append([path_part, times])
+
     def seen(self, path_part: str) -> list[Recorded]:
         with self.lock:
             return [r for r in self.requests if path_part in r.path]
 
-    def handle(self, request: Recorded) -> Response:
+    def handle(self, request: Recorded) -> Response | None:
         with self.lock:
             self.requests.append(request)
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -145,9 +171,14 @@ class HttpsFake:
                     return Response.json(fault[1], {"error": {"code": fault[1], "message": "injected",
                                                               "errors": [{"reason": fault[4]}]}}, **fault[3])
             try:
-                return self.route(request)
+                response = self.route(request)
             except Exception as exc:  # noqa: BLE001 - a fake's bug shows up as a 500 the test sees
                 return Response.json(500, {"error": {"code": 500, "message": repr(exc)}})
+            for drop in self.drop_answers:
+                if drop[0] in request.path and drop[1] > 0:
+                    drop[1] -= 1
+                    return None
+            return response
 
     def unauthorized(self) -> Response:
         raise NotImplementedError
@@ -169,6 +200,19 @@ class GmailMessage:
     internal_date: int
     history_id: int
     raw_override: str | None = None  # sent instead of the base64url of `raw` (a broken payload)
+
+
+SYSTEM_LABELS = ("INBOX", "SENT", "DRAFT", "SPAM", "TRASH", "UNREAD", "STARRED", "IMPORTANT", "CATEGORY_PERSONAL")
+
+
+def _header(raw: bytes, name: str) -> str:
+    from email import message_from_bytes
+
+    return str(message_from_bytes(raw).get(name, "") or "").strip()
+
+
+def _message_id(raw: bytes) -> str:
+    return _header(raw, "Message-ID")
 
 
 def _gmail_error(status: int, message: str, reason: str) -> Response:
@@ -242,9 +286,13 @@ class FakeGmail(HttpsFake):
         return response
 
     def route(self, request: Recorded) -> Response:
-        if request.method != "GET" or not request.path.startswith(self.USER + "/"):
+        if not request.path.startswith(self.USER + "/"):
             return _gmail_error(404, "Not Found", "notFound")
         rest = request.path[len(self.USER) + 1:]
+        if request.method == "POST":
+            return self._post(request, rest)
+        if request.method != "GET":
+            return _gmail_error(404, "Not Found", "notFound")
         if rest == "profile":
             return Response.json(200, {"emailAddress": self.email, "messagesTotal": len(self.messages),
                                        "threadsTotal": len(self.messages), "historyId": str(self.history_id)})
@@ -258,9 +306,50 @@ class FakeGmail(HttpsFake):
             return self._history(request)
         return _gmail_error(404, "Not Found", "notFound")
 
+    def sent_with(self, message_id: str) -> list[GmailMessage]:
+        """The messages in SENT carrying this Message-ID header: what a test counts."""
+        with self.lock:
+            return [m for m in self.messages.values() if "SENT" in m.labels and _message_id(m.raw) == message_id]
+
+    def _post(self, request: Recorded, rest: str) -> Response:
+        body = request.json() or {}
+        if rest == "messages/send":
+            raw = body.get("raw")
+            if not isinstance(raw, str) or not raw:
+                return _gmail_error(400, "'raw' RFC822 payload message string or uploading message via /upload/* "
+                                         "URL required", "invalidArgument")
+            data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+            if not _header(data, "To") and not _header(data, "Cc") and not _header(data, "Bcc"):
+                return _gmail_error(400, "Recipient address required", "invalidArgument")
+            message_id = self.add(data, labels=["SENT"])
+            message = self.messages[message_id]
+            return Response.json(200, {"id": message.id, "threadId": message.thread_id, "labelIds": ["SENT"]})
+        if rest == "labels":
+            name = str(body.get("name") or "").strip()
+            if not name:
+                return _gmail_error(400, "Invalid label name", "invalidArgument")
+            known = {v.lower() for v in self.user_labels.values()} | {s.lower() for s in SYSTEM_LABELS}
+            if name.lower() in known:
+                return _gmail_error(409, "Label name exists or conflicts", "failedPrecondition")
+            label_id = f"Label_{len(self.user_labels) + 1 + self._next}"
+            self.user_labels[label_id] = name
+            return Response.json(200, {"id": label_id, "name": name, "type": "user",
+                                       "messageListVisibility": "show", "labelListVisibility": "labelShow"})
+        if rest.startswith("messages/") and rest.endswith("/modify"):
+            message = self.messages.get(rest[len("messages/"):-len("/modify")])
+            if message is None:
+                return _gmail_error(404, "Requested entity was not found.", "notFound")
+            add, remove = list(body.get("addLabelIds") or []), list(body.get("removeLabelIds") or [])
+            valid = set(SYSTEM_LABELS) | set(self.user_labels)
+            if any(label not in valid for label in add + remove):
+                return _gmail_error(400, "Invalid label", "invalidArgument")
+            self.relabel(message.id, add=add, remove=remove)
+            return Response.json(200, {"id": message.id, "threadId": message.thread_id,
+                                       "labelIds": list(message.labels)})
+        return _gmail_error(404, "Not Found", "notFound")
+
     def _labels(self) -> list[dict]:
-        system = ["INBOX", "SENT", "DRAFT", "SPAM", "TRASH", "UNREAD", "STARRED", "IMPORTANT", "CATEGORY_PERSONAL"]
-        return [{"id": s, "name": s, "type": "system"} for s in system] + [
+        return [{"id": s, "name": s, "type": "system"} for s in SYSTEM_LABELS] + [
             {"id": k, "name": v, "type": "user"} for k, v in self.user_labels.items()]
 
     @staticmethod
@@ -275,8 +364,11 @@ class FakeGmail(HttpsFake):
     def _list(self, request: Recorded) -> Response:
         everything = request.param("includeSpamTrash", "false") == "true"
         wanted = set(request.query.get("labelIds") or [])  # every one of them (AND), as Gmail does
+        query = request.param("q", "")
+        wanted_id = query[len("rfc822msgid:"):].strip() if query.startswith("rfc822msgid:") else None
         listed = [m for m in sorted(self.messages.values(), key=lambda m: -m.internal_date)
-                  if (everything or not {"SPAM", "TRASH"} & set(m.labels)) and wanted <= set(m.labels)]
+                  if (everything or not {"SPAM", "TRASH"} & set(m.labels)) and wanted <= set(m.labels)
+                  and (wanted_id is None or _message_id(m.raw) in (wanted_id, f"<{wanted_id.strip('<>')}>"))]
         chunk, token = self._page(listed, request, 100, 500)
         payload = {"resultSizeEstimate": len(listed)}
         if chunk:

@@ -16,6 +16,13 @@ Graph behaviour implemented (https://learn.microsoft.com/graph/delta-query-messa
                                                  (current properties) and `@removed` entries;
                                                  410 SyncStateNotFound once tokens are expired
   GET /v1.0/me/messages/{id}/$value              the MIME content
+  GET /v1.0/me/messages/{id}                     one message ($select)
+  PATCH /v1.0/me/messages/{id}                   isRead, categories
+  POST /v1.0/me/messages/{id}/move               {"destinationId": id | well-known name} → 201 the message
+  POST /v1.0/me/sendMail                         text/plain base64 MIME (Graph's MIME send) → 202, the
+                                                 message saved in Sent Items with its own Message-ID;
+                                                 400 ErrorMimeContentInvalidBase64String otherwise
+  GET /v1.0/me/mailFolders/{f}/messages          $filter=internetMessageId eq '<id>' only
 Ids are opaque base64-like strings with '=' and '-', as Graph's are; they stay the same when a
 message moves (as with Prefer: IdType="ImmutableId").
 """
@@ -42,6 +49,7 @@ class GraphMessage:
     categories: list = field(default_factory=list)
     conversation: str = ""
     received: str = "2026-11-02T10:00:00Z"
+    internet_id: str = ""  # the Message-ID header of a sent message (others get a made-up one)
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -144,9 +152,20 @@ class FakeGraph(HttpsFake):
 
     def route(self, request: Recorded) -> Response:
         segments = [unquote(s) for s in request.raw_path.split("/")[1:]]
-        if request.method != "GET" or segments[:2] != ["v1.0", "me"]:
+        if segments[:2] != ["v1.0", "me"]:
             return _error(404, "UnknownError", "no such resource")
         rest = segments[2:]
+        if request.method in ("POST", "PATCH"):
+            return self._write(request, rest)
+        if request.method != "GET":
+            return _error(405, "ErrorInvalidRequest", "method not allowed")
+        if len(rest) == 3 and rest[0] == "mailFolders" and rest[2] == "messages":
+            return self._filter(request, self.folder(rest[1]))
+        if len(rest) == 2 and rest[0] == "messages":
+            message = self.messages.get(rest[1])
+            if message is None:
+                return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            return Response.json(200, self._item(message, [s for s in request.param("$select", "").split(",") if s]))
         if rest == ["mailFolders"]:
             return self._folder_list(request, ROOT, "/me/mailFolders")
         if len(rest) == 3 and rest[0] == "mailFolders" and rest[2] == "childFolders":
@@ -163,6 +182,60 @@ class FakeGraph(HttpsFake):
                 return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
             return Response(200, message.raw, {"Content-Type": "text/plain"})
         return _error(404, "UnknownError", "no such resource")
+
+    def sent_with(self, message_id: str) -> list[GraphMessage]:
+        """The messages in Sent Items with this Message-ID: what a test counts."""
+        with self.lock:
+            sent = self.well_known["sentitems"]
+            return [m for m in self.messages.values() if m.folder == sent and m.internet_id == message_id]
+
+    def _write(self, request: Recorded, rest: list[str]) -> Response:
+        from email import message_from_bytes
+
+        missing = _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        if request.method == "POST" and rest == ["sendMail"]:
+            if not request.headers.get("content-type", "").startswith("text/plain"):
+                return _error(400, "ErrorInvalidRequest", "Only the MIME send is implemented here.")
+            try:
+                raw = base64.b64decode(request.body, validate=True)
+            except ValueError:
+                return _error(400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content.")
+            parsed = message_from_bytes(raw)
+            if not (parsed.get("To") or parsed.get("Cc") or parsed.get("Bcc")):
+                return _error(400, "ErrorInvalidRecipients", "At least one recipient is not valid.")
+            with self.lock:
+                message_id = self.add("sentitems", raw, is_read=True)
+                self.messages[message_id].internet_id = str(parsed.get("Message-ID") or "").strip()
+            return Response(202)
+        if len(rest) == 3 and rest[0] == "messages" and rest[2] == "move" and request.method == "POST":
+            message = self.messages.get(rest[1])
+            target = self.folder(str((request.json() or {}).get("destinationId") or ""))
+            if message is None or target not in self.folders:
+                return missing
+            self.move(message.id, target)
+            return Response.json(201, self._item(message, []))
+        if len(rest) == 2 and rest[0] == "messages" and request.method == "PATCH":
+            message = self.messages.get(rest[1])
+            if message is None:
+                return missing
+            body = request.json() or {}
+            if "categories" in body and not isinstance(body["categories"], list):
+                return _error(400, "ErrorInvalidRequest", "categories must be a collection.")
+            self.update(message.id, is_read=body.get("isRead"), categories=body.get("categories"))
+            return Response.json(200, self._item(message, []))
+        return _error(404, "UnknownError", "no such resource")
+
+    def _filter(self, request: Recorded, folder_id: str) -> Response:
+        if folder_id not in self.folders:
+            return _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        wanted = request.param("$filter", "")
+        prefix = "internetMessageId eq '"
+        if not (wanted.startswith(prefix) and wanted.endswith("'")):
+            return _error(400, "ErrorInvalidUrlQueryFilter", "Only internetMessageId eq '…' is implemented.")
+        value = wanted[len(prefix):-1].replace("''", "'")
+        found = [self._item(m, ["internetMessageId"]) for m in self.messages.values()
+                 if m.folder == folder_id and m.internet_id == value]
+        return Response.json(200, {"value": found})
 
     def _folder_json(self, folder: dict) -> dict:
         inside = [m for m in self.messages.values() if m.folder == folder["id"]]
@@ -194,7 +267,8 @@ class FakeGraph(HttpsFake):
     def _item(self, message: GraphMessage, select: list[str]) -> dict:
         full = {"@odata.type": "#microsoft.graph.message", "@odata.etag": f'W/"{message.id[-8:]}{self.seq}"',
                 "id": message.id, "isRead": message.is_read, "categories": list(message.categories),
-                "conversationId": message.conversation, "internetMessageId": f"<{message.id[-12:]}@outlook.test>",
+                "conversationId": message.conversation,
+                "internetMessageId": message.internet_id or f"<{message.id[-12:]}@outlook.test>",
                 "receivedDateTime": message.received, "parentFolderId": message.folder,
                 "subject": "(subject)", "bodyPreview": "(preview)"}
         keep = {"@odata.type", "@odata.etag", "id", *select} if select else set(full)

@@ -93,7 +93,9 @@ class _ActionApi(APIView):
 
     def _queue(self, request, message_id, params):
         message = message_get(owner=request.user, message_id=message_id)
-        if message.connection.provider != "imap" or message.connection.status != "active" or message.uid is None:
+        from mail.ui_mailbox import _actionable
+
+        if not _actionable(message):
             raise exceptions.ValidationError({"message": "This message's mailbox cannot be changed right now."})
         services.message_action_queue(message=message, action=self.action, params=params)
         return Response({"id": str(message.pk), "action": self.action, "status": "queued"},

@@ -57,7 +57,8 @@ class OutboxListApi(ListAPIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         connection = connection_get(owner=request.user, connection_id=values["connection"])
-        if connection.status != Connection.Status.ACTIVE or connection.provider != Connection.Provider.IMAP:
+        signed_in = connection.provider == Connection.Provider.IMAP or connection.oauth_secret_id is not None
+        if connection.status != Connection.Status.ACTIVE or not signed_in:
             raise serializers.ValidationError({"connection": "This mailbox cannot send right now."})
         row = outbox_create(owner=request.user, connection=connection, to=values["to"], cc=values["cc"],
                             subject=values["subject"], body_text=values["body_text"],
