@@ -260,3 +260,54 @@ def test_another_user_cannot_send_from_or_see_my_outbox(sender, stranger):
 
     assert_cross_owner_404(other, "/api/v1/outbox/{id}", body["id"], snapshot=snapshot)
     assert other.get("/api/v1/outbox").json()["results"] == []
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "vault"])
+@pytest.mark.claim("idempotency")
+def test_a_client_that_drops_the_connection_and_retries_sends_once(sender, smtp_server, live_server):
+    """The client sends the request, hangs up without reading the answer, and retries with the same key."""
+    import json
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    client, connection, ids = sender
+    token = issue_tokens(APIClient(), client.user)["access"]
+    key = str(uuid.uuid4())
+    payload = json.dumps({"connection": str(connection.pk), "to": ["friend@example.test"], "cc": [],
+                          "subject": "Dropped", "body_text": "once"}).encode()
+    address = urlsplit(live_server.url)
+    raw = (f"POST /api/v1/outbox HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\n"
+           f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\n"
+           f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode() + payload
+    with socket.create_connection((address.hostname, address.port)) as sock:
+        sock.sendall(raw)  # ...and hang up without reading a byte of the answer
+    from tests.processes import wait_for
+
+    def abandoned_request_done():
+        with owner_scope(client.user):
+            return OutboxMessage.objects.for_owner(client.user).exists()
+
+    wait_for(abandoned_request_done, timeout=20, what="the server to finish the abandoned request")
+    deadline, retried = time.monotonic() + 20, None
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(f"{live_server.url}/api/v1/outbox", data=payload, method="POST", headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Idempotency-Key": key})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the test server
+                retried = (response.status, response.headers.get("Idempotent-Replayed"), json.loads(response.read()))
+                break
+        except urllib.error.HTTPError as error:  # 409 while the first one is still running
+            assert error.code == 409
+            time.sleep(0.2)
+    assert retried is not None and retried[0] == 202
+    time.sleep(0.5)
+    with owner_scope(client.user):
+        rows = list(OutboxMessage.objects.for_owner(client.user))
+    assert len(rows) == 1 and rows[0].pk == uuid.UUID(retried[2]["id"])
+    # The abandoned request ran to completion first, so the retry was its replay.
+    assert retried[1] == "true"
+    _run(client, connection, ids, rows[0].pk)
+    assert len(_deliveries(smtp_server, rows[0].message_id)) == 1
