@@ -253,11 +253,14 @@ class SmtpServer:
 
         self.users: dict[str, str] = {}
         self.messages: list = []
+        self.on_data = None  # a test's hook, called once the message is stored, before "250 OK" goes out
         server = self
 
         class Handler:
             async def handle_DATA(self, smtp, session, envelope):  # noqa: N802 - aiosmtpd's hook name
                 server.messages.append(envelope)
+                if server.on_data is not None:
+                    server.on_data()
                 return "250 OK"
 
         def authenticator(smtp, session, envelope, mechanism, auth_data):

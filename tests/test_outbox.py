@@ -311,3 +311,37 @@ def test_a_client_that_drops_the_connection_and_retries_sends_once(sender, smtp_
     assert retried[1] == "true"
     _run(client, connection, ids, rows[0].pk)
     assert len(_deliveries(smtp_server, rows[0].message_id)) == 1
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "vault"])
+def test_a_real_worker_killed_during_data_leaves_sending_and_the_retry_never_resends(sender, smtp_server, tmp_path,
+                                                                                     test_ca, settings):
+    """SIGKILL to a real worker-sync process the moment the SMTP server has the message."""
+    import os
+    import signal
+
+    from tests.processes import Worker, wait_for
+
+    client, connection, ids = sender
+    extra = {"AIEMAILY_MAIL_CA_BUNDLE": str(test_ca.ca_file), "AIEMAILY_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,localhost",
+             "AIEMAILY_OBJECTS_DIR": str(settings.AIEMAILY_OBJECTS_DIR)}
+    vault = Worker("vault", "vault", tmp_path / "vault.log", extra)
+    sync = Worker("sync", "sync", tmp_path / "sync.log", extra)
+    try:
+        vault.wait_ready()
+        sync.wait_ready()
+        smtp_server.on_data = lambda: os.kill(sync.process.pid, signal.SIGKILL)
+        body = _post(client, connection).json()  # on commit: leases (worker-vault) → send (worker-sync)
+        wait_for(lambda: sync.process.poll() is not None, timeout=60, what="the worker to be killed mid-send")
+    finally:
+        smtp_server.on_data = None
+        vault.stop()
+        sync.stop()
+    assert sync.process.returncode == -signal.SIGKILL
+    assert len(_deliveries(smtp_server, body["message_id"])) == 1
+    assert _row(client, body["id"]).status == "sending"  # committed before DATA, never marked sent
+    # The task comes back (broker redelivery, or beat): it reconciles instead of sending again.
+    settings.AIEMAILY_SEND_STALE_SECONDS = 0
+    assert _run(client, connection, ids, body["id"])["status"] == "uncertain"
+    assert _run(client, connection, ids, body["id"])["status"] == "uncertain"
+    assert len(_deliveries(smtp_server, body["message_id"])) == 1
