@@ -10,9 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from aiemaily.security.imageproxy import proxy_url, signature_ok
+from aiemaily.security.imageproxy import proxy_url_for, signature_ok
 from aiemaily.security.sanitise import BLOCKED_IMAGE, sanitise_email_html
 from tests.browser_fixtures import PNG
+
+VIEWER = "viewer-1"
+proxy_url = proxy_url_for(VIEWER)
 
 pytestmark = pytest.mark.claim("csp")
 
@@ -170,7 +173,8 @@ def test_loading_images_rewrites_remote_ones_to_signed_proxy_urls():
     assert parts.scheme == "" and parts.netloc == "" and parts.path == "/image-proxy"
     query = parse_qs(parts.query)
     assert query["u"] == [remote]
-    assert signature_ok(remote, query["s"][0])
+    assert signature_ok(remote, query["s"][0], user_id=VIEWER)
+    assert not signature_ok(remote, query["s"][0], user_id="someone-else")
 
 
 def _frame_for(html: str, *, load_images: bool = False) -> tuple[list, dict]:

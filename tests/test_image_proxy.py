@@ -28,17 +28,18 @@ def site():
 def client(user):
     client = Client()
     client.force_login(user)
+    client.user = user
     return client
 
 
 def _get(client, url: str, signature: str | None = None):
-    query = {"u": url, "s": sign(url) if signature is None else signature}
+    query = {"u": url, "s": sign(url, user_id=client.user.pk) if signature is None else signature}
     return client.get("/image-proxy?" + urlencode(query))
 
 
 def test_login_is_required(site):
     base, hits = site
-    response = Client().get(proxy_url(f"{base}/pic.png"))
+    response = Client().get(proxy_url(f"{base}/pic.png", user_id=None))
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
     assert hits == []
 
@@ -46,7 +47,7 @@ def test_login_is_required(site):
 @ALLOW_LOCAL
 def test_a_signed_public_image_is_served_with_a_strict_policy(client, site):
     base, hits = site
-    response = client.get(proxy_url(f"{base}/pic.png"))
+    response = client.get(proxy_url(f"{base}/pic.png", user_id=client.user.pk))
     assert response.status_code == 200
     assert response.content == PNG
     assert response["Content-Type"] == "image/png"
@@ -60,8 +61,9 @@ def test_a_signed_public_image_is_served_with_a_strict_policy(client, site):
 def test_unsigned_or_tampered_requests_are_refused_before_any_fetch(client, site, tamper):
     base, hits = site
     url = f"{base}/pic.png"
-    signature = {"unsigned": "", "bad signature": "0" * 64, "other url": sign(f"{base}/page.html"),
-                 "truncated": sign(url)[:-2]}[tamper]
+    mine = client.user.pk
+    signature = {"unsigned": "", "bad signature": "0" * 64, "other url": sign(f"{base}/page.html", user_id=mine),
+                 "truncated": sign(url, user_id=mine)[:-2]}[tamper]
     assert _get(client, url, signature).status_code == 403
     assert client.get("/image-proxy").status_code == 403
     assert hits == []
@@ -146,4 +148,15 @@ def test_redirect_loops_stop(client, site):
 
 def test_post_is_not_allowed(client):
     url = "https://cdn.example/x.png"
-    assert client.post("/image-proxy?" + urlencode({"u": url, "s": sign(url)})).status_code == 405
+    signed = urlencode({"u": url, "s": sign(url, user_id=client.user.pk)})
+    assert client.post("/image-proxy?" + signed).status_code == 405
+
+
+@ALLOW_LOCAL
+def test_a_url_signed_for_one_user_is_refused_for_another(client, site):
+    from tests.factories import UserFactory
+
+    base, hits = site
+    someone_elses = proxy_url(f"{base}/pic.png", user_id=UserFactory().pk)
+    assert client.get(someone_elses).status_code == 403
+    assert hits == []

@@ -48,17 +48,24 @@ class ProxyRefused(Exception):  # noqa: N818 - reads as what happened
         self.status = status
 
 
-def sign(url: str) -> str:
-    return salted_hmac(_SALT, url, algorithm="sha256").hexdigest()
+def sign(url: str, *, user_id) -> str:
+    """Bound to the viewer: a proxy URL copied out of one user's message view is refused for anyone
+    else, so nobody can turn another user's signed URLs into their own fetcher."""
+    return salted_hmac(_SALT, f"{user_id}|{url}", algorithm="sha256").hexdigest()
 
 
-def proxy_url(url: str) -> str:
-    """Our URL for a remote image; sanitise_email_html(proxy_url=proxy_url) uses it."""
-    return f"{reverse('image-proxy')}?{urlencode({'u': url, 's': sign(url)})}"
+def proxy_url(url: str, *, user_id) -> str:
+    """Our URL for a remote image, for one viewer (see proxy_url_for)."""
+    return f"{reverse('image-proxy')}?{urlencode({'u': url, 's': sign(url, user_id=user_id)})}"
 
 
-def signature_ok(url: str, signature: str) -> bool:
-    return bool(url) and bool(signature) and constant_time_compare(sign(url), signature)
+def proxy_url_for(user_id):
+    """The `proxy_url` function sanitise_email_html takes, signing for this viewer."""
+    return lambda url: proxy_url(url, user_id=user_id)
+
+
+def signature_ok(url: str, signature: str, *, user_id) -> bool:
+    return bool(url) and bool(signature) and constant_time_compare(sign(url, user_id=user_id), signature)
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,7 @@ def _refusal(status: int) -> HttpResponse:
 @require_GET
 def image_proxy(request):
     url, signature = request.GET.get("u", ""), request.GET.get("s", "")
-    if len(url) > MAX_URL_LENGTH or not signature_ok(url, signature):
+    if len(url) > MAX_URL_LENGTH or not signature_ok(url, signature, user_id=request.user.pk):
         return _refusal(403)
     try:
         image = fetch_image(url)

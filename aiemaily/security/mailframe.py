@@ -48,7 +48,9 @@ def frame_csp(origin: str) -> str:
 
 
 def message_document(request, html: str, *, load_images: bool) -> str:
-    body = sanitise_email_html(html, proxy_url=imageproxy.proxy_url if load_images else None)
+    user = getattr(request, "user", None)
+    viewer = user.pk if user is not None and user.is_authenticated else None
+    body = sanitise_email_html(html, proxy_url=imageproxy.proxy_url_for(viewer) if load_images else None)
     origin = request_origin(request)
     return render_to_string(
         "mail/message_document.html",
