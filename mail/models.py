@@ -25,13 +25,6 @@ class DelegatedQuerySet(OwnedQuerySet):
         return clone
 
 
-class DelegationQuerySet(OwnedQuerySet):
-    def granted_to(self, delegate):
-        clone = self.filter(delegate=delegate, revoked_at__isnull=True)
-        clone._owner_scoped = True
-        return clone
-
-
 class Connection(OwnedModel):
     class Provider(models.TextChoices):
         GMAIL = "gmail", "Gmail"
@@ -229,8 +222,6 @@ class Delegation(OwnedModel):
     class Permission(models.TextChoices):
         READ = "read", "read"
         DRAFT = "draft", "read and draft replies"
-
-    objects = OwnedManager.from_queryset(DelegationQuerySet)()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     delegate = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")

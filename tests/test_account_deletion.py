@@ -85,3 +85,24 @@ def test_the_ui_deletes_with_password_confirmation(client):
     user.refresh_from_db()
     assert not user.is_active
     assert client.get("/dashboard/").status_code == 302
+
+
+def test_delete_revokes_provider_grants_before_shredding(django_capture_on_commit_callbacks, monkeypatch):
+    from mail.models import Connection
+    from secrets_vault.crypto import SecretStr
+    from secrets_vault.services import secret_submit
+
+    user = UserFactory()
+    with owner_scope(user):
+        token = secret_submit(owner=user, purpose="oauth_refresh_token", value=SecretStr("1//refresh"), enqueue=False)
+        gmail = Connection.objects.create(owner=user, provider="gmail", status="active", oauth_secret=token)
+        Connection.objects.create(owner=user, provider="imap", status="active")
+    client, _ = _client(user)
+    sent = []
+    monkeypatch.setattr("celery.canvas._chain.apply_async", lambda self, *a, **k: sent.append(self))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete("/api/v1/account", {"password": DEFAULT_PASSWORD}, format="json").status_code == 202
+    steps = sent[0].tasks
+    assert [t.name for t in steps] == ["secrets_vault.tasks.oauth_revoke", "secrets_vault.tasks.owner_shred",
+                                       "accounts.tasks.account_purge"]
+    assert list(steps[0].args) == [str(user.pk), str(gmail.pk), "gmail", str(token.pk)]

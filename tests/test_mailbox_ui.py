@@ -111,6 +111,12 @@ def test_another_users_message_pages_are_404(browser):
         response = getattr(stranger, method)(path, data) if data is not None else getattr(stranger, method)(path)
         assert response.status_code == 404, path
     assert "Your results" not in stranger.get("/mail/").content.decode()
+    with owner_scope(client.user):
+        sent = OutboxMessage.objects.create(owner=client.user, connection=connection, message_id="<o@example.test>",
+                                            to_addrs=["a@example.test"], subject="Private reply", blob_key="x")
+    assert stranger.get(f"/mail/outbox/{sent.pk}/").status_code == 404
+    assert "Private reply" not in stranger.get("/mail/outbox/").content.decode()
+    assert "Private reply" in client.get(f"/mail/outbox/{sent.pk}/").content.decode()
     response = stranger.post("/mail/compose/", {"connection": str(connection.pk), "to": "a@example.test",
                                                 "subject": "s", "body_text": "b"})
     assert response.status_code == 400  # not one of their mailboxes
