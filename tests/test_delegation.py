@@ -96,8 +96,17 @@ def test_revoking_ends_access_at_both_layers(shared):
 
 
 def test_a_third_user_sees_nothing(shared):
+    owner_client, delegate_client, grant = shared
     bystander = _client(UserFactory())
     assert bystander.get("/api/v1/shared/messages").json()["results"] == []
+    shared_id = delegate_client.get("/api/v1/shared/messages").json()["results"][0]["id"]
+
+    def snapshot():
+        with owner_scope(owner_client.user):
+            return list(Message.objects.for_owner(owner_client.user).values("id", "subject"))
+
+    assert_cross_owner_404(bystander, "/api/v1/shared/messages/{id}", shared_id, snapshot=snapshot)
+    assert bystander.get("/api/v1/delegations").json()["results"] == []
     with owner_scope(bystander.user):
         assert Message._base_manager.count() == 0
 
