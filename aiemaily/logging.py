@@ -22,6 +22,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
     (re.compile(r"\bya29\.[A-Za-z0-9_.-]+"), REDACTED),
     (re.compile(r"\b1//[A-Za-z0-9_-]{10,}"), REDACTED),
+    # OAuth authorization codes and state in query strings (callback URLs)
+    (re.compile(r"([?&](?:code|state)=)[^&\s\"']+"), r"\1" + REDACTED),
     # user:password@ in any URL
     (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s@]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
     # password=..., "api_key": "...", token: ...

@@ -1,10 +1,10 @@
 """Delegating a thread: grant, revoke, and what the delegate may read (services and selectors)."""
 
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from rest_framework import serializers
 
 from accounts.models import User
+from aiemaily.ownership.models import owned_or_404
 from mail.models import Delegation, Message
 
 
@@ -38,7 +38,7 @@ def delegations_given(*, owner):
 
 
 def delegation_get(*, owner, delegation_id) -> Delegation:
-    return get_object_or_404(delegations_given(owner=owner), pk=delegation_id)
+    return owned_or_404(delegations_given(owner=owner), delegation_id)
 
 
 def delegated_messages(*, delegate):
@@ -46,4 +46,4 @@ def delegated_messages(*, delegate):
 
 
 def delegated_message_get(*, delegate, message_id) -> Message:
-    return get_object_or_404(delegated_messages(delegate=delegate), pk=message_id)
+    return owned_or_404(delegated_messages(delegate=delegate), message_id)

@@ -1,7 +1,7 @@
 """Reads of the mail app, always scoped to one owner."""
 
-from django.shortcuts import get_object_or_404
 
+from aiemaily.ownership.models import owned_or_404
 from mail.models import Connection
 
 
@@ -12,7 +12,7 @@ def connection_list(*, owner, include_disconnected: bool = False):
 
 def connection_get(*, owner, connection_id) -> Connection:
     """Another owner's connection is indistinguishable from a missing one: 404."""
-    return get_object_or_404(Connection.objects.for_owner(owner), pk=connection_id)
+    return owned_or_404(Connection.objects.for_owner(owner), connection_id)
 
 
 def message_list(*, owner, filters: dict):
@@ -37,4 +37,4 @@ def message_list(*, owner, filters: dict):
 def message_get(*, owner, message_id):
     from mail.models import Message
 
-    return get_object_or_404(Message.objects.for_owner(owner).select_related("folder"), pk=message_id)
+    return owned_or_404(Message.objects.for_owner(owner).select_related("folder"), message_id)

@@ -6,10 +6,11 @@ from django import forms
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
+from aiemaily.ownership.models import owned_or_404
 from aiemaily.security.mailframe import render_message_frame
 from mail import blobstore, services
 from mail.actions import LABEL
@@ -172,5 +173,5 @@ def outbox(request):
 
 @login_required
 def outbox_item(request, outbox_id):
-    row = get_object_or_404(OutboxMessage.objects.for_owner(request.user), pk=outbox_id)
+    row = owned_or_404(OutboxMessage.objects.for_owner(request.user), outbox_id)
     return render(request, "mail/outbox.html", {"rows": [row]})

@@ -1,7 +1,7 @@
 """Reads of the vault app, always scoped to one owner."""
 
-from django.shortcuts import get_object_or_404
 
+from aiemaily.ownership.models import owned_or_404
 from secrets_vault.models import AuditEvent
 
 
@@ -11,7 +11,7 @@ def audit_list(*, owner):
 
 def audit_get(*, owner, event_id) -> AuditEvent:
     """Another owner's event is indistinguishable from a missing one: 404."""
-    return get_object_or_404(AuditEvent.objects.for_owner(owner), pk=event_id)
+    return owned_or_404(AuditEvent.objects.for_owner(owner), event_id)
 
 
 def ai_key_list(*, owner):

@@ -93,3 +93,16 @@ def test_requires_authentication(db):
 
     assert APIClient().post("/api/v1/ai-keys", {"provider": "openai", "key": OPENAI_KEY},
                             format="json").status_code == 401
+
+
+def test_the_list_shows_only_my_keys(auth_client, stranger):
+    from rest_framework.test import APIClient
+
+    from tests.conftest import issue_tokens
+
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION="Bearer " + issue_tokens(other, stranger)["access"])
+    theirs = _add(other).json()["id"]
+    mine = _add(auth_client).json()["id"]
+    assert [k["id"] for k in auth_client.get("/api/v1/ai-keys").json()["results"]] == [mine]
+    assert [k["id"] for k in other.get("/api/v1/ai-keys").json()["results"]] == [theirs]

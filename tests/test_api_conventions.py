@@ -78,3 +78,29 @@ def test_deeply_nested_json_is_400_not_500(auth_client):
     response = auth_client.post("/api/v1/ai-keys", body, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "parse_error"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/connections", "/api/v1/messages", "/api/v1/outbox", "/api/v1/ai-keys",
+                                  "/api/v1/audit", "/api/v1/delegations", "/api/v1/shared/messages"])
+def test_every_list_answers_a_forged_cursor_with_404_not_500(auth_client, path):
+    response = auth_client.get(path + "?cursor=%%%garbage")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert auth_client.get(path + "?limit=-5").status_code == 200  # a bad page size falls back to the default
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/messages/not-a-uuid", "/api/v1/shared/messages/1",
+                                  "/api/v1/outbox/%27%20or%201=1", "/api/v1/connections/0/sync"])
+def test_malformed_ids_are_404(auth_client, path):
+    assert auth_client.get(path).status_code == 404
+    assert auth_client.post(path, {}, format="json").status_code == 404
+    assert auth_client.delete("/api/v1/delegations/not-a-uuid").status_code == 404
+
+
+@pytest.mark.django_db
+def test_deleting_the_account_without_a_password_is_400(auth_client):
+    for body in ({}, {"password": ""}):
+        response = auth_client.delete("/api/v1/account", body, format="json")
+        assert response.status_code == 400 and "password" in response.json()["error"]["fields"]
+    assert auth_client.get("/api/v1/account").status_code == 200

@@ -161,3 +161,12 @@ def test_reauthorising_a_disconnected_or_foreign_provider_connection_is_a_messag
     assert "disconnected" in page
     assert signed_in.post("/connections/add/microsoft/", {"connection": str(connection.pk)}).status_code == 404
     assert signed_in.post("/connections/add/pop3/").status_code == 404
+
+
+def test_reauthorising_with_a_garbage_or_foreign_connection_id_is_404(signed_in):
+    other = UserFactory()
+    with owner_scope(other):
+        foreign = Connection.objects.create(owner=other, provider="gmail", status="active")
+    assert signed_in.post("/connections/add/gmail/", {"connection": "not-a-uuid"}).status_code == 404
+    assert signed_in.post("/connections/add/gmail/", {"connection": str(foreign.pk)}).status_code == 404
+    assert signed_in.get("/mail/compose/?reply=garbage").status_code == 404

@@ -25,8 +25,10 @@ CANARIES = {
     "pem": "-----BEGIN " + _PEM + "\nMIIEvCANARYCANARY\n-----END " + _PEM,
     "url": "postgresql://app:Canary-Db-Pass-77@db.internal/aiemaily",
     "kv": "password=Canary-Form-Pass-42",
+    "oauth": "GET /connections/oauth/gmail/callback?state=Canary-State-3&code=Canary-OAuth-Code-8",
 }
-SECRET_PARTS = ["canaryBEARER", "c2lnbmF0dXJlY2FuYXJ5", _LIVE + "CANARY", "whsec_CANARY",
+SECRET_PARTS = ["Canary-State-3", "Canary-OAuth-Code-8",
+                "canaryBEARER", "c2lnbmF0dXJlY2FuYXJ5", _LIVE + "CANARY", "whsec_CANARY",
                 "sk-proj-CANARY", "MIIEvCANARY", "Canary-Db-Pass-77", "Canary-Form-Pass-42"]
 
 

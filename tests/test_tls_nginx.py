@@ -168,3 +168,25 @@ def test_the_tls_settings_live_only_in_the_shared_snippet():
     for directive in ("ssl_protocols", "ssl_ciphers", "ssl_prefer_server_ciphers", "ssl_session_tickets"):
         assert directive not in site, directive
         assert directive in TLS_SNIPPET.read_text(), directive
+
+
+def test_access_logs_never_hold_query_strings(server):
+    """OAuth callbacks carry the authorization code; image-proxy URLs carry message content."""
+    import ssl
+    import time
+    import urllib.request
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    for path in ("/connections/oauth/gmail/callback?state=Canary-State-77&code=Canary-Code-4%2F0AX",
+                 "/image-proxy?u=https%3A%2F%2Ftracker.example%2Fopen%3Fuser%3DCanary-Tracking-9&s=ab"):
+        with urllib.request.urlopen(f"https://127.0.0.1:{server.https_port}{path}", context=context) as response:  # noqa: S310
+            assert response.status == 200
+    log = server.folder / "access.log"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and log.read_text().count("\n") < 2:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert "/connections/oauth/gmail/callback" in text and "/image-proxy" in text
+    for canary in ("Canary-State-77", "Canary-Code-4", "Canary-Tracking-9", "?"):
+        assert canary not in text, canary

@@ -186,6 +186,7 @@ def _site_replacements(folder: Path, cert: Path, key: Path, https_port: int, htt
         "include snippets/aiemaily-tls.conf;": f"include {TLS_SNIPPET};",
         "alias /srv/aiemaily/staticfiles/;": f"alias {folder / 'static'}/;",
         "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream};",
+        "/var/log/nginx/aiemaily.access.log": str(folder / "access.log"),
     }
 
 

@@ -103,3 +103,18 @@ class OwnedModel(models.Model):
         abstract = True
         # Django follows relations (obj.owned_thing, cascades) through _base_manager, which does
         # not refuse unscoped queries: that path is covered by row-level security alone.
+
+
+def owned_or_404(queryset, pk):
+    """One owned row by primary key, or 404 — also for an id that is not a UUID at all (a form field
+    or query value, where no URL converter checked it), which would otherwise be a 500."""
+    from uuid import UUID
+
+    from django.http import Http404
+    from django.shortcuts import get_object_or_404
+
+    try:
+        UUID(str(pk))
+    except ValueError:
+        raise Http404("not found") from None
+    return get_object_or_404(queryset, pk=pk)

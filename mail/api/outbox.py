@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aiemaily.api.pagination import CreatedCursorPagination
+from aiemaily.ownership.models import owned_or_404
 from mail.models import Connection, OutboxMessage
 from mail.outbox import outbox_create
 from mail.selectors import connection_get
@@ -71,7 +72,6 @@ class OutboxDetailApi(APIView):
 
     @extend_schema(responses=OutboxOutput)
     def get(self, request, outbox_id):
-        from django.shortcuts import get_object_or_404
 
-        row = get_object_or_404(OutboxMessage.objects.for_owner(request.user), pk=outbox_id)
+        row = owned_or_404(OutboxMessage.objects.for_owner(request.user), outbox_id)
         return Response(OutboxOutput(row).data)
