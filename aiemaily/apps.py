@@ -10,6 +10,8 @@ class AiemailyConfig(AppConfig):
 
     def ready(self):
         import aiemaily.api.schema  # noqa: F401 - registers the OpenAPI auth extension
+        from aiemaily.api.fields import install_strict_strings
         from aiemaily.ownership.roles import grant_table_privileges
 
         post_migrate.connect(grant_table_privileges, dispatch_uid="aiemaily_grants")
+        install_strict_strings()

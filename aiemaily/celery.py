@@ -7,7 +7,7 @@ leases, never plaintext — and even the sealed bytes are kept out of logs and m
 
 import os
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from celery.app import trace as celery_trace
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiemaily.settings")
@@ -42,8 +42,21 @@ class SafeReprTask(Task):
 
 
 app = Celery("aiemaily", task_cls=SafeReprTask)
-app.config_from_object("django.conf:settings", namespace="CELERY")  # CELERY_* in settings.py
+app.config_from_object("django.conf:settings", namespace="CELERY")  # CELERY_* in aiemaily/settings/celery.py
 app.autodiscover_tasks()
+# The assistant's tasks live in their own zone (mail/assistant/tasks.py), not in an app's tasks.py:
+# without this, worker-ai discards them as unregistered.
+app.autodiscover_tasks(["mail.assistant"])
+
+
+@signals.beat_init.connect
+def _beat_singleton(sender=None, **kwargs):
+    import django
+
+    django.setup()  # idempotent; beat may not have set Django up yet, and the lease lives in its cache
+    from aiemaily.ops.beat_lock import on_beat_init  # after setup: it reads settings and the cache
+
+    on_beat_init(sender=sender, **kwargs)
 
 # Celery logs a task's return value on success; ours are ids and sealed leases, but sealed bytes
 # have no business in a log line either.

@@ -47,7 +47,7 @@ def ensure_dev_keys(key_dir: Path) -> dict[str, Path]:
 
 
 def ensure_dev_vault_keys(key_dir: Path) -> dict:
-    """Sealing key pairs for the vault and the sync pool, and the local KEK directory.
+    """Sealing key pairs for the vault, the sync pool and the ai pool, and the local KEK directory.
 
     Returns {"env": {ENV_NAME_FILE: path}}; settings hand each private key only to the process
     whose AIEMAILY_PROCESS may hold it.
@@ -56,7 +56,7 @@ def ensure_dev_vault_keys(key_dir: Path) -> dict:
 
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = {}
-    for role in ("vault", "sync"):
+    for role in ("vault", "sync", "ai"):
         private_path = key_dir / f"{role}-x25519.key"
         public_path = key_dir / f"{role}-x25519.pub"
         if not private_path.exists():

@@ -71,3 +71,12 @@ def env_secret(name: str) -> str | None:
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
     return direct or None
+
+
+def env_https_url(name: str, default: str) -> str:
+    """A URL that codes, tokens or keys travel to: https:// only, never plain HTTP, not even in
+    development."""
+    value = env_str(name, default) or ""
+    if not value.startswith("https://"):
+        raise ImproperlyConfigured(f"{name} must be an https:// URL")
+    return value

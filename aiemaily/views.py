@@ -1,16 +1,16 @@
-"""Site-wide pages: home, dashboard, health check, and the error handlers."""
+"""Site-wide pages: home, dashboard, settings, and the error handlers (health: aiemaily/ops/views.py)."""
 
 import logging
+import sys
 
 from django.contrib.auth.decorators import login_required
-from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.template.loader import render_to_string
 
-from aiemaily.api.errors import json_not_found, json_server_error
-from aiemaily.celery import app as celery_app
+from aiemaily.api.errors import json_not_found, json_server_error, json_service_unavailable
+from aiemaily.dashboard import dashboard_context
+from aiemaily.ops.outage import RETRY_AFTER_SECONDS, is_dependency_outage
 
 logger = logging.getLogger(__name__)
 
@@ -23,37 +23,13 @@ def home(request):
 
 @login_required
 def dashboard(request):
-    return render(request, "dashboard.html")
+    return render(request, "dashboard.html", dashboard_context(request.user))
 
 
-def _database_ok() -> bool:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            return cursor.fetchone() == (1,)
-    except Exception:  # noqa: BLE001 - a health check reports failures, it does not raise them
-        logger.exception("health check: database unreachable")
-        return False
-
-
-def _broker_ok() -> bool:
-    try:
-        with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        return True
-    except Exception:  # noqa: BLE001
-        logger.exception("health check: broker unreachable")
-        return False
-
-
-@never_cache
-@require_GET
-def healthz(request):
-    checks = {"database": _database_ok(), "broker": _broker_ok()}
-    healthy = all(checks.values())
-    body = {"status": "ok" if healthy else "degraded"}
-    body.update({name: "ok" if ok else "unavailable" for name, ok in checks.items()})
-    return JsonResponse(body, status=200 if healthy else 503)
+@login_required
+def settings_index(request):
+    """Every setting in one place; each section links to its own page."""
+    return render(request, "settings.html")
 
 
 def not_found(request, exception=None):
@@ -63,6 +39,20 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
+    # Django calls handler500 inside its `except` block: the exception is the one being handled.
+    if is_dependency_outage(sys.exc_info()[1]):
+        return service_unavailable(request)
     if request.path.startswith("/api/"):
         return json_server_error(request)
     return render(request, "500.html", status=500)
+
+
+def service_unavailable(request):
+    """503 for a dependency outage. The page is rendered without the request's context: the
+    context processors would reach for the session and the user, i.e. the database that is down."""
+    if request.path.startswith("/api/"):
+        response = json_service_unavailable(request)
+    else:
+        response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

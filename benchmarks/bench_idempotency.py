@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from benchmarks.conftest import summary
 from tests.conftest import issue_tokens
-from tests.factories import UserFactory
+from tests.harness.factories import UserFactory
 
 URL = "/api/v1/ai-keys"
 BODY = {"provider": "openai", "key": "sk-proj-BenchmarkKey0123456789abcdef"}

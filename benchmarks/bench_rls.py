@@ -10,7 +10,7 @@ from aiemaily.ownership.binding import owner_scope
 from benchmarks.conftest import summary, timed
 from mail.models import Connection, Folder, Message
 from tests.conftest import OWNER_ROLE, issue_tokens
-from tests.factories import UserFactory
+from tests.harness.factories import UserFactory
 
 USERS, ROWS_PER_USER, REQUESTS = 20, 500, 300
 TABLE = "mail_message"

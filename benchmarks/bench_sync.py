@@ -6,7 +6,6 @@ PostgreSQL — the comparison shows what that costs.
 """
 
 import os
-import shutil
 import subprocess
 import time
 
@@ -14,7 +13,8 @@ import pytest
 
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Message
-from tests.mailservers import apt_install, sample_messages
+from tests.harness.mailservers import sample_messages
+from tests.harness.system import require_tool
 
 N = int(os.environ.get("BENCH_SYNC_MESSAGES", "10000"))
 
@@ -55,13 +55,12 @@ def _timed(func):
 @pytest.mark.django_db(transaction=True, databases=["default", "vault"])
 def test_initial_and_incremental_sync_vs_mbsync(record_benchmark, tmp_path, dovecot, smtp_server, test_ca,
                                                mail_settings, settings):
-    if shutil.which("mbsync") is None:
-        apt_install("isync")
+    require_tool("isync")
     from mail import blobstore, services
     from mail.tasks import connection_sync, connection_verify
     from secrets_vault.crypto import SecretStr
     from secrets_vault.tasks import leases_issue
-    from tests.factories import UserFactory
+    from tests.harness.factories import UserFactory
 
     settings.AIEMAILY_OBJECTS_DIR = tmp_path / "objects"
     blobstore._storage.cache_clear()

@@ -13,7 +13,7 @@ from secrets_vault import keystore, services
 from secrets_vault.crypto import decrypt
 from secrets_vault.models import Secret
 from secrets_vault.sealing import secret_aad
-from tests.factories import UserFactory, stored_secret
+from tests.harness.factories import UserFactory, stored_secret
 
 N = 2000
 

@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from aiemaily.ownership.models import OwnedManager, OwnedModel, OwnedQuerySet
+from mail import metadata
 from secrets_vault.models import WrappedKeyRecord
 
 
@@ -69,12 +70,28 @@ class Connection(OwnedModel):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     verified_at = models.DateTimeField(null=True, blank=True)
+    ai_triage = models.BooleanField(default=False, help_text="opt-in: the assistant triages new mail on sync")
 
     class Meta:
         ordering = ["created_at", "id"]
 
     def __str__(self):
         return f"{self.get_provider_display()} {self.email or self.id} ({self.status})"
+
+    # Active, with the stored credentials a sync (or a send) needs. A password or token can be gone
+    # (its storage failed, it was shredded) while the connection stays: then nothing is queued for it,
+    # since the vault could not lease what it does not have.
+    @property
+    def can_sync(self) -> bool:
+        if self.status != self.Status.ACTIVE:
+            return False
+        if self.provider == self.Provider.IMAP:
+            return self.imap_secret_id is not None
+        return self.oauth_secret_id is not None
+
+    @property
+    def can_send(self) -> bool:
+        return self.can_sync and (self.provider != self.Provider.IMAP or self.smtp_secret_id is not None)
 
 
 class OAuthAttempt(OwnedModel):
@@ -92,15 +109,16 @@ class OAuthAttempt(OwnedModel):
         return f"OAuth attempt {self.id}"
 
 
-class StorageKey(OwnedModel, WrappedKeyRecord):
-    """A user's intermediate key for message bodies, wrapped by the *storage* KMS key.
+class LegacyStorageKey(OwnedModel, WrappedKeyRecord):
+    """Where storage keys lived before they moved to the key store (secrets_vault.StorageKey).
 
-    Each stored object has its own random key, wrapped by this per-user key; so a mailbox view
-    costs one KMS unwrap per user (then a bounded cache), not one per message. The storage KMS key
-    is distinct from the credentials KEK: web can read mail without ever touching credentials.
+    Read only to move a row out (mail/blobstore.py on first use, `manage.py storage_keys_move` in
+    bulk), which deletes it here. Can go once every deployment has run storage_keys_move; its
+    table stays in the main database's backups taken before the move (docs/operations.md).
     """
 
     class Meta:
+        db_table = "mail_storagekey"
         constraints = [
             models.UniqueConstraint(fields=["owner", "version"], name="storagekey_owner_version"),
             models.UniqueConstraint(fields=["owner"], condition=models.Q(active=True),
@@ -108,7 +126,7 @@ class StorageKey(OwnedModel, WrappedKeyRecord):
         ]
 
     def __str__(self):
-        return f"storage key v{self.version}"
+        return f"legacy storage key v{self.version}"
 
 
 class Folder(OwnedModel):
@@ -132,10 +150,33 @@ class Folder(OwnedModel):
         return self.name
 
 
-class Message(OwnedModel):
-    """Message metadata. The body (raw RFC 5322) is an encrypted object, never a column."""
+class MessageManager(OwnedManager.from_queryset(DelegatedQuerySet)):
+    def bulk_create(self, objs, *args, **kwargs):
+        """Seal every row's metadata before the insert (one storage-key fetch for the batch, from
+        blobstore's cache) and index the rows that were inserted (with ignore_conflicts, a row that
+        hit a unique constraint is not there, and has no index rows)."""
+        objs = list(objs)
+        for row in objs:
+            metadata.seal_pending(row)
+        created = super().bulk_create(objs, *args, **kwargs)
+        by_owner: dict = {}
+        for row in objs:
+            by_owner.setdefault(row.owner_id, []).append(row)
+        for owner_id, rows in by_owner.items():
+            if kwargs.get("ignore_conflicts"):
+                there = set(self.get_queryset().for_owner(owner_id).filter(
+                    pk__in=[r.pk for r in rows]).values_list("pk", flat=True))
+                rows = [r for r in rows if r.pk in there]
+            search_index.messages_index(owner_id, rows)
+        return created
 
-    objects = OwnedManager.from_queryset(DelegatedQuerySet)()
+
+class Message(OwnedModel):
+    """Message metadata. The body (raw RFC 5322) is an encrypted object, never a column; subject,
+    addresses and snippet are sealed columns (mail/metadata.py), searchable through the keyed
+    index (mail/search_index.py)."""
+
+    objects = MessageManager()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="messages")
@@ -145,16 +186,24 @@ class Message(OwnedModel):
     provider_id = models.CharField(max_length=200, blank=True)
     message_id = models.CharField(max_length=998, blank=True)
     thread_id = models.CharField(max_length=200, blank=True)
-    from_addr = models.CharField(max_length=998, blank=True)
-    to_addrs = models.JSONField(default=list, blank=True)
-    cc_addrs = models.JSONField(default=list, blank=True)
-    subject = models.CharField(max_length=998, blank=True)
+    # Subject, from, to, cc and snippet are sealed (mail/metadata.py); the properties below read
+    # and write them. The legacy_* columns held them in plaintext before; `manage.py
+    # metadata_encrypt` seals and empties them, and a later release drops them.
+    subject_ct = models.BinaryField(null=True, editable=False)
+    from_ct = models.BinaryField(null=True, editable=False)
+    to_ct = models.BinaryField(null=True, editable=False)
+    cc_ct = models.BinaryField(null=True, editable=False)
+    snippet_ct = models.BinaryField(null=True, editable=False)
+    legacy_from_addr = models.CharField(max_length=998, blank=True, db_column="from_addr", editable=False)
+    legacy_to_addrs = models.JSONField(default=list, blank=True, db_column="to_addrs", editable=False)
+    legacy_cc_addrs = models.JSONField(default=list, blank=True, db_column="cc_addrs", editable=False)
+    legacy_subject = models.CharField(max_length=998, blank=True, db_column="subject", editable=False)
     date = models.DateTimeField(null=True, blank=True, db_index=True)
     flags = models.JSONField(default=list, blank=True)
     labels = models.JSONField(default=list, blank=True)
     unread = models.BooleanField(default=True)
     size = models.PositiveIntegerField(default=0)
-    snippet = models.CharField(max_length=300, blank=True)
+    legacy_snippet = models.CharField(max_length=300, blank=True, db_column="snippet", editable=False)
     blob_key = models.CharField(max_length=400, blank=True)
     parse_error = models.CharField(max_length=200, blank=True, help_text="shown raw when not parseable")
     created_at = models.DateTimeField(default=timezone.now)
@@ -169,8 +218,29 @@ class Message(OwnedModel):
         indexes = [models.Index(fields=["owner", "-date"], name="message_owner_date"),
                    models.Index(fields=["connection", "folder", "-date"], name="message_folder_date")]
 
+    subject = property(lambda self: metadata.get_value(self, "subject"),
+                       lambda self, value: metadata.set_value(self, "subject", value))
+    from_addr = property(lambda self: metadata.get_value(self, "from_addr"),
+                         lambda self, value: metadata.set_value(self, "from_addr", value))
+    to_addrs = property(lambda self: metadata.get_value(self, "to_addrs"),
+                        lambda self, value: metadata.set_value(self, "to_addrs", value))
+    cc_addrs = property(lambda self: metadata.get_value(self, "cc_addrs"),
+                        lambda self, value: metadata.set_value(self, "cc_addrs", value))
+    snippet = property(lambda self: metadata.get_value(self, "snippet"),
+                       lambda self, value: metadata.set_value(self, "snippet", value))
+
+    def save(self, *args, **kwargs):
+        # The one way a row reaches the database with its metadata: sealed, then indexed. (Bulk
+        # inserts go through MessageManager.bulk_create, which does the same for a batch.)
+        written = metadata.seal_pending(self)
+        if written and kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = list({*kwargs["update_fields"], *written} - set(metadata.FIELDS))
+        super().save(*args, **kwargs)
+        if written:
+            search_index.messages_index(self.owner_id, [self], replace=True)
+
     def __str__(self):
-        return self.subject or "(no subject)"
+        return f"message {self.pk}"  # never the subject: admin pages and logs print this
 
 
 class OutboxMessage(OwnedModel):
@@ -178,7 +248,8 @@ class OutboxMessage(OwnedModel):
 
     `sending` is committed before the provider sees the message. Finding a row still `sending` later
     means a worker died mid-send: it becomes `uncertain` and is resolved by looking for its
-    Message-ID in the Sent folder — never by sending again.
+    Message-ID in the Sent folder — never by sending again. An `uncertain` row ends `sent` (found)
+    or, once AIEMAILY_SEND_STALE_SECONDS have passed since the send began, `failed` (not found).
     """
 
     class Status(models.TextChoices):
@@ -202,9 +273,19 @@ class OutboxMessage(OwnedModel):
     created_at = models.DateTimeField(default=timezone.now)
     sending_started_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="the last look in the Sent folder")
+    form_key = models.UUIDField(null=True, blank=True, editable=False,
+                                help_text="the compose form's one-time key: a resubmitted form finds this row")
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # A double-click or a browser resubmit of one compose form can never make a second row.
+            models.UniqueConstraint(fields=["owner", "form_key"], name="outbox_one_row_per_form",
+                                    condition=models.Q(form_key__isnull=False)),
+        ]
+        indexes = [models.Index(fields=["status", "sending_started_at"], name="outbox_stuck",
+                                condition=models.Q(status__in=["sending", "uncertain"]))]
 
     def __str__(self):
         return f"{self.subject or '(no subject)'} ({self.status})"
@@ -240,3 +321,10 @@ class Delegation(OwnedModel):
 
     def __str__(self):
         return f"thread {self.thread_id} → {self.delegate_id} ({self.permission})"
+
+
+# The assistant's rows live in mail/assistant/models.py (its own zone) but belong to this app.
+from mail import search_index  # noqa: E402 - its model (SearchTerm) belongs to this app
+from mail.assistant.models import AiResult, AiSettings  # noqa: E402, F401
+from mail.metadata_keys import MetadataKey  # noqa: E402, F401
+from mail.search_index import SearchTerm  # noqa: E402, F401

@@ -5,9 +5,11 @@ import logging
 from celery import shared_task
 
 from aiemaily.ownership.binding import owner_scope
+from aiemaily.webhooks.services import delivery_claim, subscription_purge_retired
 from mail import services
 from mail.models import Connection
 from mail.providers.mailservers import MailServerError, verify_imap, verify_smtp
+from secrets_vault.oauth.base import ACCESS_PURPOSE
 from secrets_vault.sealing import LeaseError, lease_open
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def connection_verify(leases, owner_id, connection_id):
 def connection_sync(leases, owner_id, connection_id):
     """Sync an IMAP connection with a leased password. Safe to run again at any point."""
     from mail.providers.mailservers import imap_client
-    from mail.sync_imap import Progress, _save_progress, sync_connection
+    from mail.sync.imap import Progress, _save_progress, sync_connection
 
     with owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
@@ -77,6 +79,25 @@ def connection_sync(leases, owner_id, connection_id):
     return {"connection_id": connection_id, "status": "synced", "messages": progress.done}
 
 
+def _watching(owner_id, connection_id, secret_id) -> bool:
+    """Is this watcher still wanted: the mailbox exists, is active, and has the same password?"""
+    with owner_scope(owner_id):
+        return Connection.objects.for_owner(owner_id).filter(
+            pk=connection_id, status=Connection.Status.ACTIVE, imap_secret_id=secret_id).exists()
+
+
+def _reconnected(owner_id, connection_id) -> None:
+    """After a dropped session the watcher is back: catch up on what arrived meanwhile."""
+    with owner_scope(owner_id):
+        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+        if connection is None or not (connection.sync_state or {}).get("idle_failures"):
+            return
+        state = {**connection.sync_state, "idle_failures": 0}
+        Connection.objects.for_owner(owner_id).filter(pk=connection_id).update(sync_state=state)
+        if connection.status == Connection.Status.ACTIVE and connection.imap_secret_id is not None:
+            services.connection_sync_queue(connection=connection)
+
+
 @shared_task(name="mail.tasks.idle_watch")
 def idle_watch(leases, owner_id, connection_id, max_seconds=None):
     """The IDLE watcher (queue `idle`, its own process): wait for new mail, then queue a sync.
@@ -84,31 +105,63 @@ def idle_watch(leases, owner_id, connection_id, max_seconds=None):
     One task per active mailbox holds one IMAP connection. When the session ends (new mail or the
     25-minute IDLE limit) the next one is queued with a fresh lease; `sync_due` restarts watchers
     that died, using the `idle_until` mark this task keeps in the connection's sync state.
+    A dropped connection or an unreachable server ends the session and the next one starts after
+    a growing pause (AIEMAILY_IDLE_BACKOFF_SECONDS, doubling up to AIEMAILY_IDLE_BACKOFF_MAX_SECONDS);
+    a disconnected or deleted mailbox ends its watcher within AIEMAILY_IDLE_CHECK_SECONDS.
     """
+    from django.conf import settings
     from django.utils import timezone
 
-    from mail.idle import IDLE_SECONDS, wait_for_change
     from mail.providers.mailservers import imap_client
-    from mail.sync_imap import _save_progress
+    from mail.sync.idle import IDLE_SECONDS, ConnectionDropped, wait_for_change
+    from mail.sync.imap import _save_progress
 
     seconds = max_seconds or IDLE_SECONDS
     with owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
-    if connection is None or connection.status != Connection.Status.ACTIVE:
+    if connection is None or connection.status != Connection.Status.ACTIVE or connection.imap_secret_id is None:
         return {"connection_id": connection_id, "status": "stopped"}
+    secret_id = connection.imap_secret_id
     until = timezone.now() + timezone.timedelta(seconds=seconds + 120)
     _save_progress(owner_id, connection_id, {"idle_until": until.isoformat()})
+    dropped = ""
     try:
         password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
                               purpose="imap_password")
         with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
                          connection.imap_username, password) as client:
-            changed = wait_for_change(client, max_seconds=seconds)
-    except (MailServerError, LeaseError):
+            del password
+            _reconnected(owner_id, connection_id)
+            changed = wait_for_change(client, max_seconds=seconds, check_seconds=settings.AIEMAILY_IDLE_CHECK_SECONDS,
+                                      keep_going=lambda: _watching(owner_id, connection_id, secret_id))
+    except ConnectionDropped as exc:
+        changed, dropped = False, f"dropped ({exc})"
+    except MailServerError as exc:
+        if exc.code in ("auth_failed", "tls_failed"):  # waiting will not fix these; beat retries later
+            _save_progress(owner_id, connection_id, {"idle_until": None})
+            return {"connection_id": connection_id, "status": "error", "code": exc.code}
+        changed, dropped = False, exc.code
+    except LeaseError:
         _save_progress(owner_id, connection_id, {"idle_until": None})
-        return {"connection_id": connection_id, "status": "error"}
+        return {"connection_id": connection_id, "status": "error", "code": "lease"}
     with owner_scope(owner_id):
-        connection = Connection.objects.for_owner(owner_id).get(pk=connection_id)
+        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+        if connection is None:
+            return {"connection_id": connection_id, "status": "stopped"}
+        if connection.status != Connection.Status.ACTIVE or connection.imap_secret_id != secret_id:
+            # Disconnected, or a new password whose verification starts its own watcher.
+            _save_progress(owner_id, connection_id, {"idle_until": None})
+            return {"connection_id": connection_id, "status": "stopped"}
+        if dropped:
+            failures = int((connection.sync_state or {}).get("idle_failures") or 0) + 1
+            pause = min(settings.AIEMAILY_IDLE_BACKOFF_SECONDS * 2 ** (failures - 1),
+                        settings.AIEMAILY_IDLE_BACKOFF_MAX_SECONDS)
+            until = timezone.now() + timezone.timedelta(seconds=pause + seconds + 120)
+            _save_progress(owner_id, connection_id, {"idle_failures": failures, "idle_until": until.isoformat()})
+            logger.info("IDLE session of connection %s ended (%s); reconnecting in %s s", connection_id, dropped,
+                        pause)
+            services.connection_idle_queue(connection=connection, countdown=pause)
+            return {"connection_id": connection_id, "status": "reconnecting", "after": pause}
         if changed:
             services.connection_sync_queue(connection=connection)
         services.connection_idle_queue(connection=connection)
@@ -145,12 +198,12 @@ def sync_due():
 
 @shared_task(name="mail.tasks.outbox_send", acks_late=True)
 def outbox_send(leases, owner_id, outbox_id):
-    """Send one outbox message exactly once (see mail/outbox.py for the state machine).
+    """Send one outbox message exactly once (see mail/send/outbox.py for the state machine).
 
     IMAP connections get {purpose: lease} for the SMTP/IMAP passwords; Gmail and Microsoft get the
     access-token lease of secrets_vault.tasks.oauth_access_lease."""
-    from mail import outbox
     from mail.models import OutboxMessage
+    from mail.send import outbox
 
     with owner_scope(owner_id):
         row = OutboxMessage.objects.for_owner(owner_id).select_related("connection").filter(pk=outbox_id).first()
@@ -167,19 +220,51 @@ def outbox_send(leases, owner_id, outbox_id):
             row = OutboxMessage.objects.for_owner(owner_id).select_related("connection").get(pk=outbox_id)
             services.outbox_queue(row=row, countdown=60 * (row.attempts or 1))
     elif result == "retry":
-        outbox._set(owner_id, outbox_id, status=OutboxMessage.Status.FAILED,
-                    last_error="The mail provider stayed unavailable; the message was not sent.")
+        outbox.outbox_fail(owner_id=owner_id, outbox_id=outbox_id,
+                           last_error="The mail provider stayed unavailable; the message was not sent.")
         result = "failed"
     return {"outbox_id": outbox_id, "status": result}
 
 
+@shared_task(name="mail.tasks.outbox_reconcile_due")
+def outbox_reconcile_due(limit: int = 500):
+    """Beat: queue a Sent-folder look for sends stuck in `sending` or `uncertain`.
+
+    A worker killed mid-send leaves `sending`, and an answer lost after DATA leaves `uncertain`; if
+    the broker never hands the task back, nothing else would return to them. Past
+    AIEMAILY_SEND_STALE_SECONDS the queued task only reconciles (mail/send/outbox.py `_claim`): it never
+    sends. A row already looked at waits another stale period before the next look. Reads across
+    owners through the audited maintenance path; queues per-owner work only.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db.models import Q
+    from django.utils import timezone
+
+    from mail.models import OutboxMessage
+
+    cutoff = timezone.now() - timedelta(seconds=settings.AIEMAILY_SEND_STALE_SECONDS)
+    Status = OutboxMessage.Status  # noqa: N806
+    stuck = (OutboxMessage.objects.unscoped(reason="beat: reconcile sends stuck in sending/uncertain")
+             .select_related("connection")
+             .filter(sending_started_at__lte=cutoff, connection__status=Connection.Status.ACTIVE)
+             .filter(Q(connection__provider=Connection.Provider.IMAP) | Q(connection__oauth_secret__isnull=False))
+             .filter(Q(status=Status.SENDING) | Q(status=Status.UNCERTAIN, checked_at__isnull=True)
+                     | Q(status=Status.UNCERTAIN, checked_at__lte=cutoff))
+             .order_by("sending_started_at")[:limit])
+    queued = 0
+    for row in stuck:
+        with owner_scope(row.owner_id):
+            services.outbox_queue(row=row)
+        queued += 1
+    return {"reconcile_queued": queued}
+
+
 def _oauth_send(leases, owner_id, row) -> str:
     """Open the access token (never logged or stored) and run one API send attempt."""
-    from django.db.models import F
-
-    from mail import outbox
     from mail.models import OutboxMessage
-    from mail.providers.oauth_base import ACCESS_PURPOSE
+    from mail.send import outbox
 
     try:
         token = lease_open(_access_lease(leases), owner_id=owner_id, connection_id=row.connection_id,
@@ -187,8 +272,8 @@ def _oauth_send(leases, owner_id, row) -> str:
     except LeaseError:
         # Nothing was claimed or sent; count the attempt so a lease that never opens ends in failure.
         logger.warning("lease for outbox message %s did not open", row.pk)
-        outbox._set(owner_id, row.pk, attempts=F("attempts") + 1,
-                    last_error="The mail worker could not use the credentials; trying again.")
+        outbox.outbox_attempt_failed(owner_id=owner_id, outbox_id=row.pk,
+                                     last_error="The mail worker could not use the credentials; trying again.")
         return "retry" if row.status == OutboxMessage.Status.QUEUED else "skipped"
     try:
         return outbox.send_via_api(token, owner_id, row.pk)
@@ -196,15 +281,14 @@ def _oauth_send(leases, owner_id, row) -> str:
         del token
 
 
-# --- Gmail and Microsoft Graph (mail/sync_gmail.py, mail/sync_graph.py) -----------------------------
+# --- Gmail and Microsoft Graph (mail/sync/gmail.py, mail/sync/graph.py) -----------------------------
 # Chained after secrets_vault.tasks.oauth_access_lease, which hands over one lease of a fresh access
 # token (purpose "oauth_access_token"); a {purpose: lease} dict is accepted too, as from leases_issue.
 
-OAUTH_SYNC_MODULES = {Connection.Provider.GMAIL: "mail.sync_gmail", Connection.Provider.MICROSOFT: "mail.sync_graph"}
+OAUTH_SYNC_MODULES = {Connection.Provider.GMAIL: "mail.sync.gmail", Connection.Provider.MICROSOFT: "mail.sync.graph"}
 
 
 def _access_lease(leases) -> dict:
-    from mail.providers.oauth_base import ACCESS_PURPOSE
 
     if not isinstance(leases, dict):
         return {}  # lease_open refuses it as malformed
@@ -216,9 +300,8 @@ def _oauth_sync(provider: str, leases, owner_id, connection_id) -> dict:
     it is never logged, stored, or put in an error message."""
     from importlib import import_module
 
-    from mail.providers.oauth_base import ACCESS_PURPOSE
-    from mail.sync_imap import Progress, _save_progress
-    from mail.sync_rest import AuthFailed, ProviderError, TokenExpired
+    from mail.sync.imap import Progress, _save_progress
+    from mail.sync.rest import AuthFailed, ProviderError, TokenExpired
 
     with owner_scope(owner_id):
         # Owner-scoped (and RLS-bound): another owner's connection id finds nothing here.
@@ -270,9 +353,9 @@ def graph_sync(leases, owner_id, connection_id):
 @shared_task(name="mail.tasks.message_action", acks_late=True)
 def message_action(leases, owner_id, message_id, action, params, attempt=1):
     """Apply archive / labels / read at the provider, then locally; retry only transient failures."""
-    from mail import actions
     from mail.models import Message
     from mail.providers.mailservers import imap_client
+    from mail.send import actions
 
     with owner_scope(owner_id):
         message = (Message.objects.for_owner(owner_id).select_related("folder", "connection")
@@ -307,11 +390,10 @@ def message_action(leases, owner_id, message_id, action, params, attempt=1):
 
 
 def _oauth_action(leases, owner_id, message, action, params, attempt) -> dict:
-    """Gmail modify / Graph move and PATCH with a leased access token (mail/actions.py). Every one
+    """Gmail modify / Graph move and PATCH with a leased access token (mail/send/actions.py). Every one
     of these is idempotent, so a lost answer is retried like a throttled one."""
-    from mail import actions
-    from mail.providers.oauth_base import ACCESS_PURPOSE
-    from mail.sync_rest import AuthFailed, ProviderError
+    from mail.send import actions
+    from mail.sync.rest import AuthFailed, ProviderError
 
     message_id = str(message.pk)
     try:
@@ -340,3 +422,96 @@ def _oauth_action(leases, owner_id, message, action, params, attempt) -> dict:
         logger.warning("action %s on message %s failed: %s", action, message_id, code)
         return {"message_id": message_id, "status": "failed", "code": code}
     return {"message_id": message_id, "status": "done"}
+
+
+# --- push channels and webhook deliveries (mail/sync/push.py, mail/webhooks/) ----------------------------
+
+@shared_task(name="mail.tasks.push_open", acks_late=True)
+def push_open(leases, owner_id, connection_id):
+    """Start or renew the mailbox's push channel (Gmail watch, Graph subscription) with a leased token."""
+    from mail.sync import push
+    from mail.sync.rest import ProviderError
+
+    with owner_scope(owner_id):
+        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+    if connection is None or connection.status != Connection.Status.ACTIVE:
+        return {"connection_id": str(connection_id), "status": "gone"}
+    try:
+        token = lease_open(_access_lease(leases), owner_id=owner_id, connection_id=connection_id,
+                           purpose=ACCESS_PURPOSE)
+        try:
+            result = push.channel_open(token, owner_id, connection)
+        finally:
+            del token
+    except (ProviderError, LeaseError) as exc:
+        # Polling (sync_due) keeps the mailbox current; beat's push_renew_due tries again.
+        logger.warning("push channel for connection %s not opened: %s", connection_id,
+                       getattr(exc, "code", type(exc).__name__))
+        return {"connection_id": str(connection_id), "status": "error"}
+    return {"connection_id": str(connection_id), **result}
+
+
+@shared_task(name="mail.tasks.push_close")
+def push_close(lease, owner_id, connection_id, provider, external_id):
+    """Disconnect: stop the push channel at the provider with the closing lease. Never raises, so the
+    revocation chained after it always runs; a channel not stopped lapses by itself (retired here)."""
+    from mail.sync import push
+    from mail.sync.rest import ProviderError
+
+    if not lease:
+        return {"connection_id": str(connection_id), "status": "no_lease"}
+    try:
+        token = lease_open(_access_lease(lease), owner_id=owner_id, connection_id=connection_id,
+                           purpose=ACCESS_PURPOSE)
+        try:
+            result = push.channel_close(token, provider, external_id, connection_id)
+        finally:
+            del token
+    except (ProviderError, LeaseError) as exc:
+        logger.warning("push channel of connection %s not stopped: %s", connection_id,
+                       getattr(exc, "code", type(exc).__name__))
+        return {"connection_id": str(connection_id), "status": "error"}
+    return {"connection_id": str(connection_id), **result}
+
+
+@shared_task(name="mail.tasks.webhook_process", acks_late=True)
+def webhook_process(ledger_ids, owner_id, connection_id, action):
+    """Act on accepted webhook deliveries for one mailbox, by ledger id: each is claimed once.
+
+    `sync` and `resync` (Graph `missed`) queue one sync (Gmail history / Graph delta from the stored
+    cursor, which catches everything since); `reopen` (Graph reauthorizationRequired,
+    subscriptionRemoved) renews or recreates the channel, then syncs.
+    """
+    claimed = [ledger_id for ledger_id in ledger_ids if delivery_claim(ledger_id=ledger_id)]
+    if not claimed:
+        return {"connection_id": str(connection_id), "status": "already_processed"}
+    with owner_scope(owner_id):
+        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+        if connection is None or connection.status != Connection.Status.ACTIVE or connection.oauth_secret_id is None:
+            return {"connection_id": str(connection_id), "status": "gone"}
+        if action == "reopen":
+            services.connection_push_open_queue(connection=connection)
+        services.connection_sync_dispatch(connection=connection)
+    return {"connection_id": str(connection_id), "status": "queued", "claimed": len(claimed), "action": action}
+
+
+@shared_task(name="mail.tasks.push_renew_due")
+def push_renew_due():
+    """Beat: open missing or lapsed push channels and renew those due (Gmail daily, Graph before expiry)."""
+    from mail.sync import push
+
+    queued = 0
+    active = Connection.objects.unscoped(reason="beat: push channel renewal").filter(
+        status=Connection.Status.ACTIVE, oauth_secret__isnull=False)
+    for connection in active:
+        if push.channel_due(connection):
+            with owner_scope(connection.owner_id):
+                services.connection_push_open_queue(connection=connection)
+            queued += 1
+    # Channels of disconnected mailboxes, kept so their last deliveries were recognised: once the
+    # provider can no longer deliver on them (Gmail 7 days, Graph under 3), they go.
+    from datetime import timedelta
+
+
+    purged = subscription_purge_retired(older_than=timedelta(days=8))
+    return {"queued": queued, "purged": purged}

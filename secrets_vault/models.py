@@ -73,7 +73,10 @@ class AiKey(OwnedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     provider = models.CharField(max_length=16, choices=Provider.choices)
     base_url = models.URLField(max_length=300, blank=True)
-    secret = models.OneToOneField(Secret, on_delete=models.PROTECT, related_name="+")
+    # RESTRICT, not PROTECT: a key's Secret still cannot be deleted on its own (ai_key_delete removes
+    # the key first), but deleting the owner may take both at once; PROTECT made account_purge fail
+    # for every account holding a BYOK key.
+    secret = models.OneToOneField(Secret, on_delete=models.RESTRICT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -81,7 +84,8 @@ class AiKey(OwnedModel):
 
 
 class AuditEvent(OwnedModel):
-    """One decryption, lease, rotation, shred or storage of a secret, as the user sees it."""
+    """One decryption, lease, rotation, shred or storage of a secret, or one opening of a message
+    for display (once per view, not per part or byte), as the user sees it."""
 
     class Action(models.TextChoices):
         STORE = "store", "secret stored"
@@ -91,6 +95,8 @@ class AuditEvent(OwnedModel):
         SHRED = "shred", "keys destroyed"
         DELETE = "delete", "secret deleted"
         REFUSED = "refused", "decryption refused"
+        AI = "ai", "mail text sent to an AI provider"
+        READ = "read", "message opened for display"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -111,7 +117,7 @@ class AuditEvent(OwnedModel):
 class WrappedKeyRecord(models.Model):
     """The columns of a key stored wrapped by a KMS key: which version of the user's key it is,
     the wrapped bytes, and which KEK (id, version) wrapped them. Used by the DEK store here and by
-    the per-user storage keys of message bodies (mail.StorageKey)."""
+    the per-user storage keys of message bodies (StorageKey, below)."""
 
     version = models.PositiveIntegerField()
     wrapped = models.BinaryField()
@@ -143,5 +149,32 @@ class DataKey(WrappedKeyRecord):
 
     def __str__(self):
         return f"<DataKey owner={self.owner_id} v{self.version} kek=v{self.kek_version}>"
+
+    __repr__ = __str__
+
+
+class StorageKey(WrappedKeyRecord):
+    """A user's storage key for message bodies and encrypted metadata, wrapped by the *storage* KMS
+    key. Lives in the `keys` database only (secrets_vault/routers.py), never in the main one.
+
+    Each stored object has its own random key, wrapped by this per-user key; so a mailbox view
+    costs one KMS unwrap per user (then a bounded cache), not one per message. Account deletion
+    destroys these rows: a backup of the main database plus a copy of the object store then holds
+    nothing that opens. `owner_id` is also the KMS wrapping context, so a row copied to another
+    owner does not unwrap. No RLS here (another database, no delegation table to consult): the
+    code that reads it checks what the caller may open (mail/blobstore.py).
+    """
+
+    owner_id = models.UUIDField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner_id", "version"], name="storagekey_store_owner_version"),
+            models.UniqueConstraint(fields=["owner_id"], condition=models.Q(active=True),
+                                    name="storagekey_store_one_active"),
+        ]
+
+    def __str__(self):
+        return f"<StorageKey owner={self.owner_id} v{self.version} kek=v{self.kek_version}>"
 
     __repr__ = __str__

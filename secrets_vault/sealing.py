@@ -1,4 +1,8 @@
-"""Sealing a secret the moment it arrives (web), and leasing it to the sync pool (vault).
+"""Sealing a secret the moment it arrives (web), and leasing it to a worker pool (vault).
+
+Two pools receive leases, each with its own key pair: `sync` (mail credentials) and `ai` (BYOK AI
+keys, opened only by worker-ai). A lease names its pool in its associated data, so one sealed for
+one pool never opens in the other even if a key were shared by mistake.
 
 Web seals to the vault's *public* key: it can seal but never open. The vault opens, encrypts under
 the owner's DEK, and later re-seals to the sync pool's public key for a lease. Each sealed value's
@@ -68,29 +72,37 @@ class Lease:
                 "purpose": self.purpose, "expires_at": self.expires_at, "sealed": self.sealed}
 
 
-def _lease_aad(lease_id, owner_id, connection_id, purpose, expires_at) -> bytes:
-    return canonical_aad({"to": "sync", "lease_id": str(lease_id), "owner_id": str(owner_id),
+# Which public/private key pair each lease recipient uses.
+RECIPIENTS = {"sync": ("AIEMAILY_SYNC_PUBLIC_KEY", "AIEMAILY_SYNC_PRIVATE_KEY"),
+              "ai": ("AIEMAILY_AI_PUBLIC_KEY", "AIEMAILY_AI_PRIVATE_KEY")}
+
+
+def _lease_aad(lease_id, owner_id, connection_id, purpose, expires_at, to="sync") -> bytes:
+    return canonical_aad({"to": to, "lease_id": str(lease_id), "owner_id": str(owner_id),
                           "connection_id": str(connection_id), "purpose": purpose, "expires_at": expires_at})
 
 
-def lease_seal(plaintext: bytes, *, owner_id, connection_id, purpose: str, ttl_seconds: int | None = None) -> Lease:
-    """Vault side: re-seal a decrypted credential to the sync pool's public key."""
+def lease_seal(plaintext: bytes, *, owner_id, connection_id, purpose: str, ttl_seconds: int | None = None,
+               recipient: str = "sync") -> Lease:
+    """Vault side: re-seal a decrypted credential to the recipient pool's public key.
+
+    `connection_id` is the object the lease is bound to: a mail connection, or an AI key's id."""
     ttl = ttl_seconds if ttl_seconds is not None else settings.AIEMAILY_LEASE_SECONDS
     lease_id = str(uuid.uuid4())
     expires_at = (datetime.now(UTC) + timedelta(seconds=ttl)).isoformat()
     sealed = seal(
-        _public("AIEMAILY_SYNC_PUBLIC_KEY"), plaintext,
-        aad=_lease_aad(lease_id, owner_id, connection_id, purpose, expires_at),
+        _public(RECIPIENTS[recipient][0]), plaintext,
+        aad=_lease_aad(lease_id, owner_id, connection_id, purpose, expires_at, recipient),
     )
     return Lease(lease_id, str(owner_id), str(connection_id), purpose, expires_at,
                  base64.b64encode(sealed).decode())
 
 
-def lease_open(message: dict, *, owner_id, connection_id, purpose: str) -> SecretStr:
-    """Sync side: open a lease for exactly this owner, connection and purpose, before it expires."""
-    private = settings.AIEMAILY_SYNC_PRIVATE_KEY
+def lease_open(message: dict, *, owner_id, connection_id, purpose: str, recipient: str = "sync") -> SecretStr:
+    """Pool side: open a lease for exactly this owner, connection and purpose, before it expires."""
+    private = getattr(settings, RECIPIENTS[recipient][1])
     if not private:
-        raise LeaseError("this process holds no sync private key")
+        raise LeaseError(f"this process holds no {recipient} private key")
     try:
         lease = Lease(**{k: message[k] for k in Lease.__dataclass_fields__})
         expires = datetime.fromisoformat(lease.expires_at)
@@ -103,7 +115,7 @@ def lease_open(message: dict, *, owner_id, connection_id, purpose: str) -> Secre
     try:
         plaintext = unseal(
             decode_key(private), base64.b64decode(lease.sealed),
-            aad=_lease_aad(lease.lease_id, owner_id, connection_id, purpose, lease.expires_at),
+            aad=_lease_aad(lease.lease_id, owner_id, connection_id, purpose, lease.expires_at, recipient),
         )
     except (CiphertextError, ValueError):
         raise LeaseError("lease does not open (tampered, or sealed for another key)") from None

@@ -132,14 +132,19 @@ def _decrypt(secret: Secret, owner_id) -> bytes:
         raise VaultRefusal("ciphertext did not open", purpose=secret.purpose, subject=secret.id) from None
 
 
-def secret_lease(*, owner_id, secret_id, connection_id, purpose: str, ttl_seconds: int | None = None) -> Lease:
-    """Decrypt a secret only to re-seal it to the sync pool, bound to one connection and purpose."""
+def secret_lease(*, owner_id, secret_id, connection_id, purpose: str, ttl_seconds: int | None = None,
+                 recipient: str = "sync") -> Lease:
+    """Decrypt a secret only to re-seal it to a worker pool, bound to one connection and purpose.
+
+    AI keys go only to the `ai` pool and mail credentials only to `sync`: a lease never crosses zones."""
+    if (purpose == "ai_key") != (recipient == "ai"):
+        raise VaultRefusal(f"{purpose} is never leased to the {recipient} pool", purpose=purpose, subject=secret_id)
     secret = Secret.objects.for_owner(owner_id).get(pk=secret_id)
     if secret.purpose != purpose:
         raise VaultRefusal("lease asked for another purpose", purpose=purpose, subject=secret.id)
     plaintext = _decrypt(secret, owner_id)
     lease = lease_seal(plaintext, owner_id=owner_id, connection_id=connection_id, purpose=purpose,
-                       ttl_seconds=ttl_seconds)
+                       ttl_seconds=ttl_seconds, recipient=recipient)
     audit_record(owner_id=owner_id, action=AuditEvent.Action.LEASE, process="vault", purpose=purpose,
                  subject=connection_id, detail=f"lease {lease.lease_id} until {lease.expires_at}")
     return lease

@@ -17,7 +17,9 @@ from psycopg import sql
 from rest_framework.test import APIClient
 
 from aiemaily.ownership.roles import ensure_roles
-from tests.factories import UserFactory
+from tests.harness.factories import UserFactory
+
+pytest_plugins = ["tests.harness.claims_plugin"]
 
 OWNER_ROLE = "aiemaily_owner"
 ROLE_LOCK = 7314159  # advisory lock id: workers create cluster-wide roles one at a time
@@ -27,13 +29,47 @@ def _admin_connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True)
 
 
+def pytest_collection_modifyitems(items):
+    """Every test allowed the main database may also use the storage-key store (`keys`): mail
+    bodies and metadata cannot be written or read without it, in the processes as in tests."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is None:
+            if not {"db", "transactional_db"} & set(getattr(item, "fixturenames", ())):
+                continue
+            kwargs = {"transaction": "transactional_db" in item.fixturenames}
+        else:
+            kwargs = dict(marker.kwargs)
+        databases = kwargs.get("databases")
+        if databases == "__all__":
+            continue
+        databases = list(databases or ["default"])
+        if "default" in databases and "keys" not in databases:
+            args = marker.args if marker is not None else ()
+            item.add_marker(pytest.mark.django_db(*args, **{**kwargs, "databases": [*databases, "keys"]}),
+                            append=False)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_blocker):
+    if connections["default"].vendor == "sqlite":
+        # AIEMAILY_TEST_DATABASE=sqlite (the sqlite_smoke run): Django's own in-memory test databases.
+        from django.test.utils import setup_databases, teardown_databases
+
+        with django_db_blocker.unblock():
+            config = setup_databases(verbosity=0, interactive=False)
+        yield
+        with django_db_blocker.unblock():
+            teardown_databases(config, verbosity=0)
+        return
     admin_url = os.environ["TEST_DATABASE_URL"]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     name = f"aiemaily_test_{os.environ.get('AIEMAILY_TEST_RUN', 'x')}_{worker}"
     vault_name = f"{name}_vault"
+    keys_name = f"{name}_keys"
     password = os.environ.get("AIEMAILY_TEST_ROLE_PASSWORD")
+    # Set by scripts/testenv.py when it runs its own cluster, which requires it for the maintenance role.
+    maintenance_password = os.environ.get("AIEMAILY_TEST_MAINTENANCE_PASSWORD")
     parts = urlsplit(admin_url)
 
     with _admin_connect(admin_url) as admin:
@@ -52,28 +88,30 @@ def django_db_setup(django_db_blocker):
                     app_role=settings.AIEMAILY_DB_APP_ROLE,
                     maintenance_role=settings.AIEMAILY_DB_MAINTENANCE_ROLE,
                     password=password,
+                    maintenance_password=maintenance_password,
                 )
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", [ROLE_LOCK])
-        for db_name in (name, vault_name):
+        for db_name in (name, vault_name, keys_name):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
             admin.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db_name), sql.Identifier(OWNER_ROLE))
             )
 
-    for alias, role, db_name in (
-        ("default", settings.AIEMAILY_DB_APP_ROLE, name),
-        ("maintenance", settings.AIEMAILY_DB_MAINTENANCE_ROLE, name),
-        ("vault", settings.AIEMAILY_DB_APP_ROLE, vault_name),
+    for alias, role, db_name, secret in (
+        ("default", settings.AIEMAILY_DB_APP_ROLE, name, password),
+        ("maintenance", settings.AIEMAILY_DB_MAINTENANCE_ROLE, name, maintenance_password),
+        ("vault", settings.AIEMAILY_DB_APP_ROLE, vault_name, password),
+        ("keys", settings.AIEMAILY_DB_APP_ROLE, keys_name, password),
     ):
         connection = connections[alias]
         connection.close()
         connection.settings_dict.update(
-            NAME=db_name, USER=role, PASSWORD=password or "", HOST=parts.hostname, PORT=str(parts.port or 5432)
+            NAME=db_name, USER=role, PASSWORD=secret or "", HOST=parts.hostname, PORT=str(parts.port or 5432)
         )
 
     with django_db_blocker.unblock():
-        for alias in ("default", "vault"):
+        for alias in ("default", "vault", "keys"):
             connection = connections[alias]
             connection.settings_dict["USER"] = OWNER_ROLE
             try:
@@ -94,7 +132,7 @@ def django_db_setup(django_db_blocker):
     for alias in connections:
         connections[alias].close()
     with _admin_connect(admin_url) as admin:
-        for db_name in (name, vault_name):
+        for db_name in (name, vault_name, keys_name):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
 
 
@@ -112,6 +150,21 @@ def _own_broker_database():
         celery_app.conf.broker_url = settings.CELERY_BROKER_URL
         celery_app.conf.broker_write_url = settings.CELERY_BROKER_URL
         celery_app.conf.broker_read_url = settings.CELERY_BROKER_URL
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _empty_broker():
+    """Each test starts with an empty broker: a task an earlier test queued (for a user its teardown
+    since deleted) must never reach a real worker this test starts."""
+    if settings.CELERY_BROKER_URL.startswith("redis://"):
+        import redis
+
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
     yield
 
 
@@ -158,7 +211,7 @@ def test_ca():
     import tempfile
     from pathlib import Path
 
-    from tests.mailservers import TestCA
+    from tests.harness.mailservers import TestCA
 
     root = Path(tempfile.mkdtemp(prefix="aiemaily-ca-"))
     root.chmod(0o755)  # Dovecot reads the key through `<file` as root, workers as any user
@@ -172,7 +225,7 @@ def dovecot(tmp_path_factory, test_ca):
     import tempfile
     from pathlib import Path
 
-    from tests.mailservers import Dovecot
+    from tests.harness.mailservers import Dovecot
 
     # Not under pytest's tmp folder: that is 0700 and Dovecot's unprivileged processes must enter.
     root = Path(tempfile.mkdtemp(prefix="aiemaily-dovecot-"))
@@ -185,7 +238,7 @@ def dovecot(tmp_path_factory, test_ca):
 
 @pytest.fixture(scope="session")
 def smtp_server(test_ca):
-    from tests.mailservers import SmtpServer
+    from tests.harness.mailservers import SmtpServer
 
     server = SmtpServer(test_ca)
     yield server

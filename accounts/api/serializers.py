@@ -1,11 +1,13 @@
-"""JWT serializers: e-mail login with throttling; refresh rotation with reuse detection.
+"""JWT serializers: e-mail login with throttling (and the second factor when the account has one);
+refresh rotation with reuse detection on the hashed ledger (accounts/refresh_tokens.py).
 
-Reuse detection: a refresh token is single-use (rotated and blacklisted on use). If a blacklisted
-token comes back, either the user or a thief holds a copy, and we cannot tell which: every
-outstanding refresh token of that user is revoked, so both must sign in again.
+Reuse detection: a refresh token is single-use (rotated on use). If a used token comes back, either
+the user or a thief holds a copy, and we cannot tell which: every outstanding refresh token of that
+user is revoked, so both must sign in again.
 """
 
 import logging
+from uuid import UUID
 
 from django.db import transaction
 from rest_framework import exceptions, serializers
@@ -13,16 +15,31 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenBackendError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer as BaseRefreshSerializer
 from rest_framework_simplejwt.state import token_backend
-from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts import second_factor
 from accounts.models import User
-from accounts.throttle import clear_login_failures, client_ip, login_blocked, record_login_failure
+from accounts.refresh_tokens import RefreshReuse, refresh_consume, refresh_record, refresh_revoke_all
+from accounts.throttle import clear_login_failures, login_blocked, record_login_failure
+from aiemaily.ownership.binding import owner_scope
+from aiemaily.security.client_ip import client_ip
 
 security_log = logging.getLogger("aiemaily.security")
 
 
+def _record(refresh: str) -> None:
+    payload = token_backend.decode(refresh, verify=True)
+    with owner_scope(payload["sub"]):
+        refresh_record(owner_id=payload["sub"], token=refresh, expires_at=payload["exp"])
+
+
 class TokenObtainSerializer(TokenObtainPairSerializer):
     username_field = User.USERNAME_FIELD
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Required only for accounts with a second factor; a six- to eight-digit TOTP code.
+        self.fields["otp"] = serializers.RegexField(r"^\d{6,8}$", required=False, write_only=True)
 
     def validate(self, attrs):
         request = self.context.get("request")
@@ -35,16 +52,23 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         except exceptions.AuthenticationFailed:
             record_login_failure(email, ip)
             raise
-        clear_login_failures(email)
+        if second_factor.required(self.user):
+            code = attrs.get("otp")
+            if not code:
+                raise exceptions.AuthenticationFailed(
+                    "This account uses a second factor: send the code from the authenticator app as `otp`.",
+                    code="otp_required")
+            if second_factor.verify(self.user, code) is None:
+                record_login_failure(email, ip)
+                raise exceptions.AuthenticationFailed("The authenticator code is not correct.", code="otp_invalid")
+        clear_login_failures(email, ip)
+        _record(data["refresh"])
         return data
 
 
 def revoke_all_refresh_tokens(user_id) -> int:
-    revoked = 0
-    for token in OutstandingToken.objects.filter(user_id=user_id, blacklistedtoken__isnull=True):
-        BlacklistedToken.objects.get_or_create(token=token)
-        revoked += 1
-    return revoked
+    with owner_scope(user_id):
+        return refresh_revoke_all(owner_id=user_id)
 
 
 class TokenRefreshSerializer(BaseRefreshSerializer):
@@ -55,21 +79,26 @@ class TokenRefreshSerializer(BaseRefreshSerializer):
             payload = token_backend.decode(attrs["refresh"], verify=True)
         except TokenBackendError:
             raise InvalidToken("Token is invalid or expired.") from None
-        if payload.get("token_type") != "refresh" or "jti" not in payload:
+        if payload.get("token_type") != "refresh" or "jti" not in payload or "sub" not in payload:
             raise InvalidToken("Token is not a refresh token.")
-        reused_by = None
-        with transaction.atomic():
-            # The row lock serialises concurrent refreshes of one token: exactly one of them wins.
-            outstanding = OutstandingToken.objects.select_for_update().filter(jti=payload["jti"]).first()
-            if outstanding is None:
-                raise InvalidToken("Token is invalid or expired.")
-            if BlacklistedToken.objects.filter(token=outstanding).exists():
-                reused_by = outstanding.user_id
-            else:
-                return super().validate(attrs)
-        count = revoke_all_refresh_tokens(reused_by)
+        try:
+            owner_id = str(UUID(str(payload["sub"])))
+        except ValueError:
+            raise InvalidToken("Token is invalid or expired.") from None
+        try:
+            with transaction.atomic(), owner_scope(owner_id):
+                if not refresh_consume(owner_id=owner_id, token=attrs["refresh"]):
+                    raise InvalidToken("Token is invalid or expired.")
+                data = super().validate(attrs)
+                new = RefreshToken(data["refresh"], verify=False) if "refresh" in data else None
+                if new is not None:
+                    refresh_record(owner_id=owner_id, token=data["refresh"], expires_at=new["exp"])
+                return data
+        except RefreshReuse:
+            pass
+        count = revoke_all_refresh_tokens(owner_id)
         security_log.warning(
             "refresh token reuse detected; revoked %d refresh tokens", count,
-            extra={"event": "refresh_token_reuse", "owner_id": reused_by},
+            extra={"event": "refresh_token_reuse", "owner_id": owner_id},
         )
         raise InvalidToken("Refresh token was already used; every session of this account was signed out.")

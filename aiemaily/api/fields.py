@@ -1,19 +1,41 @@
-"""Serializer fields shared by the API."""
+"""Serializer helpers shared by the API, and the one rule every text field keeps: a string is a string."""
 
-from rest_framework import serializers
-
-from secrets_vault.crypto import SecretStr
+from rest_framework import fields, serializers
 
 
-class SecretField(serializers.CharField):
-    """A write-only string that becomes a SecretStr at once and is never rendered back."""
+def renamed_field(python_name: str, wire_name: str):
+    """Class decorator: the serializer's field `python_name` is sent (and documented) as `wire_name`.
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("write_only", True)
-        kwargs.setdefault("trim_whitespace", True)
-        super().__init__(**kwargs)
+    For names Python cannot spell as a class attribute, such as `from`: the OpenAPI schema then
+    shows the name the server really sends, which a to_representation() rename would hide.
+    """
 
-    def run_validation(self, data=serializers.empty):
-        # Length and blank checks run on the string; what leaves the field is already masked.
-        value = super().run_validation(data)
-        return SecretStr(value) if isinstance(value, str) else value
+    def rename(serializer_class):
+        fields = serializer_class._declared_fields
+        serializer_class._declared_fields = {wire_name if name == python_name else name: field
+                                             for name, field in fields.items()}
+        return serializer_class
+
+    return rename
+
+
+def _strict_char_to_internal_value(self, data):
+    # DRF turns a JSON number into text ("model": 5 becomes "5"); the schema says string, and a
+    # client that sends a number has a bug it should hear about: 400 `invalid`, "Not a valid string."
+    if not isinstance(data, str):
+        # CharField's own text: a subclass's "invalid" (RegexField: "does not match") would mislead.
+        raise serializers.ValidationError(fields.CharField.default_error_messages["invalid"], code="invalid")
+    return _lenient_char_to_internal_value(self, data)
+
+
+_lenient_char_to_internal_value = fields.CharField.to_internal_value
+
+
+def install_strict_strings() -> None:
+    """Every CharField (and its subclasses: e-mail, regex, URL, SecretField) takes JSON strings only.
+
+    One switch for the whole API, installed at start-up (aiemaily.apps), instead of a subclass per
+    field that one forgotten field would escape. Query parameters are strings anyway.
+    """
+    fields.CharField.to_internal_value = _strict_char_to_internal_value
+

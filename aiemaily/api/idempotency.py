@@ -23,6 +23,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.views import APIView
 
+from aiemaily.api.errors import RequestTooLarge
 from aiemaily.idempotency.models import IdempotencyKey
 from aiemaily.idempotency.services import KeyInFlight, KeyReused, key_claim, key_record, request_fingerprint
 
@@ -32,7 +33,8 @@ MUTATING_METHODS = ("post", "put", "patch", "delete")
 _KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as the model's check constraint says
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
-    name="Idempotency-Key", type=str, location=OpenApiParameter.HEADER, required=False,
+    name="Idempotency-Key", location=OpenApiParameter.HEADER, required=False,
+    type={"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
     description="1-255 visible ASCII characters, unique per intended action (a UUID). A retry with the same "
                 "key and request replays the first response (`Idempotent-Replayed: true`); the same key "
                 "with another request is 422; while the first is running, 409. Keys last 24 h per user.",
@@ -58,10 +60,7 @@ class IdempotencyKeyReused(exceptions.APIException):
     default_code = "idempotency_key_reused"
 
 
-class IdempotencyBodyTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "request_too_large"
+IdempotencyBodyTooLarge = RequestTooLarge
 
 
 class _Replay(Exception):

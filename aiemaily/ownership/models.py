@@ -17,6 +17,17 @@ class UnscopedQueryError(RuntimeError):
     """An owned model was queried without .for_owner(user) or .unscoped(reason=...)."""
 
 
+class MaintenanceNotHere(RuntimeError):
+    """This process holds no maintenance (BYPASSRLS) database role: cross-owner work runs in
+    worker-maintenance, and the staff admin in its own process (AIEMAILY_PROCESS=maintenance/admin)."""
+
+
+def maintenance_alias() -> str:
+    if "maintenance" not in settings.DATABASES:
+        raise MaintenanceNotHere(f"AIEMAILY_PROCESS={settings.AIEMAILY_PROCESS} holds no maintenance role")
+    return "maintenance"
+
+
 class OwnedQuerySet(models.QuerySet):
     _owner_scoped = False
 
@@ -42,10 +53,11 @@ class OwnedQuerySet(models.QuerySet):
     def unscoped(self, *, reason: str):
         if not reason or not reason.strip():
             raise ValueError("unscoped() needs a reason, which is written to the audit log")
+        alias = maintenance_alias()
         audit_logger.warning(
             "unscoped query on %s: %s", self.model._meta.label, reason, extra={"event": "unscoped_query"}
         )
-        clone = self.using("maintenance")
+        clone = self.using(alias)
         clone._owner_scoped = True
         return clone
 

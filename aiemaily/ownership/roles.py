@@ -10,17 +10,22 @@ from django.db import connections
 from psycopg import sql
 
 
-def ensure_roles(cursor, *, owner_role: str, app_role: str, maintenance_role: str, password: str | None):
-    """Create or correct the app and maintenance roles; run as a role with CREATEROLE."""
-    for role, bypass in ((app_role, False), (maintenance_role, True)):
+def ensure_roles(cursor, *, owner_role: str, app_role: str, maintenance_role: str, password: str | None,
+                 maintenance_password: str | None = None):
+    """Create or correct the app and maintenance roles; run as a role with CREATEROLE.
+
+    The two roles log in with different passwords: the app role's is in every process, the
+    maintenance role's only in worker-maintenance and the admin process, so knowing one (a web
+    process's environment) never yields the other."""
+    for role, bypass, secret in ((app_role, False, password), (maintenance_role, True, maintenance_password)):
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
         verb = "ALTER" if cursor.fetchone() else "CREATE"
         attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT " + (
             "BYPASSRLS" if bypass else "NOBYPASSRLS"
         )
         statement = sql.SQL(verb + " ROLE {} " + attributes).format(sql.Identifier(role))
-        if password:
-            statement = statement + sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        if secret:
+            statement = statement + sql.SQL(" PASSWORD {}").format(sql.Literal(secret))
         cursor.execute(statement)
     for role in (app_role, maintenance_role):
         cursor.execute(

@@ -24,7 +24,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.throttle import client_ip
+from aiemaily.security.client_ip import client_ip
 
 logger = logging.getLogger("aiemaily.security.csp")
 

@@ -8,7 +8,9 @@ The proxy must not become an open relay or an SSRF tool, so:
 - only URLs we signed are fetched (HMAC from SECRET_KEY via salted_hmac, compared in constant time);
 - only http(s), to public addresses: every hop (redirects included) goes through netguard.vet_host
   and we connect to the vetted IP itself, so DNS cannot change the answer in between;
-- a size cap, a wall-clock deadline, at most a few redirects, and only raster image/* types
+- a size cap, one wall-clock deadline for the whole fetch (connect, headers, body, redirects: a
+  watchdog shuts the socket down when it passes, so a server trickling one byte at a time cannot
+  hold a web worker beyond it), at most a few redirects, and only raster image/* types
   (SVG is refused: opened directly it is a document that can run script);
 - the answer carries nosniff and `default-src 'none'; sandbox`, so even a mislabelled body is inert.
 """
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -112,7 +116,36 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self):
         raw = create_connection(self._vetted, self.timeout)
+        self.sock = raw  # visible to the watchdog during the TLS handshake too
         self.sock = self._context.wrap_socket(raw, server_hostname=self._vetted.host)
+
+
+class _Watchdog:
+    """Enforces the deadline on a whole hop: socket timeouts apply per read, and a server sending a
+    byte just before each one expires would otherwise never time out. When the deadline passes, the
+    socket is shut down, so the blocked read returns at once and the fetch is refused as too slow."""
+
+    def __init__(self, connection: http.client.HTTPConnection, deadline: float):
+        self._connection = connection
+        self.expired = threading.Event()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire)
+        self._timer.daemon = True
+
+    def _expire(self):
+        self.expired.set()
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed: nothing left to stop
+                pass
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._timer.cancel()
 
 
 def _read_capped(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
@@ -139,29 +172,42 @@ def _content_type(response: http.client.HTTPResponse) -> str:
     return value
 
 
+def _fetch_hop(connection, path: str, deadline: float) -> Fetched | str:
+    """One request: the image, or the next URL (a string) when the answer is a redirect."""
+    connection.request("GET", path, headers={"User-Agent": "Aiemaily-ImageProxy", "Accept": "image/*"})
+    response = connection.getresponse()
+    if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+        return response.getheader("Location")
+    if response.status != 200:
+        raise ProxyRefused(f"remote answered {response.status}", 502)
+    content_type = _content_type(response)
+    return Fetched(content_type, _read_capped(response, settings.AIEMAILY_IMAGE_PROXY_MAX_BYTES, deadline))
+
+
 def fetch_image(url: str) -> Fetched:
     """GET a remote image within the limits in settings; follows a few redirects, vetting each."""
-    timeout = settings.AIEMAILY_IMAGE_PROXY_TIMEOUT
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + settings.AIEMAILY_IMAGE_PROXY_TIMEOUT
     for _ in range(MAX_REDIRECTS + 1):
         scheme, vetted, path = _target(url)
         connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
         connection = connection_class(vetted, timeout=max(0.1, deadline - time.monotonic()))
+        watchdog = _Watchdog(connection, deadline)
         try:
-            connection.request("GET", path, headers={"User-Agent": "Aiemaily-ImageProxy", "Accept": "image/*"})
-            response = connection.getresponse()
-            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
-                url = urljoin(url, response.getheader("Location"))
-                continue
-            if response.status != 200:
-                raise ProxyRefused(f"remote answered {response.status}", 502)
-            content_type = _content_type(response)
-            return Fetched(content_type, _read_capped(response, settings.AIEMAILY_IMAGE_PROXY_MAX_BYTES, deadline))
+            with watchdog:
+                result = _fetch_hop(connection, path, deadline)
         except (OSError, http.client.HTTPException) as exc:
+            if watchdog.expired.is_set():
+                raise ProxyRefused("remote server too slow", 504) from None
             status = 504 if isinstance(exc, TimeoutError) else 502
             raise ProxyRefused(f"fetch failed: {type(exc).__name__}", status) from None
         finally:
             connection.close()
+        # A body cut short by the watchdog can look complete (no Content-Length): never serve it.
+        if watchdog.expired.is_set():
+            raise ProxyRefused("remote server too slow", 504)
+        if isinstance(result, Fetched):
+            return result
+        url = urljoin(url, result)
     raise ProxyRefused("too many redirects", 502)
 
 

@@ -14,8 +14,10 @@ local test mailbox works). Plaintext mail protocols are allowed only for such li
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -47,6 +49,10 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 class BlockedDestination(Exception):  # noqa: N818 - the name says what happened, callers catch it by name
     """The destination is not allowed: a non-public address not listed in the allow list."""
+
+
+class UnresolvableHost(BlockedDestination):
+    """The name did not resolve (yet): nothing to connect to, so nothing to vet either."""
 
 
 @dataclass(frozen=True)
@@ -142,10 +148,10 @@ def _resolve(host: str, port: int, resolver: Resolver) -> list[IPAddress]:
     try:
         raw = resolver(host, port)
     except (OSError, UnicodeError) as exc:
-        raise BlockedDestination(f"cannot resolve {host}: {exc}") from None
+        raise UnresolvableHost(f"cannot resolve {host}: {exc}") from None
     addresses = [ip for ip in (_literal(value) for value in raw) if ip is not None]
     if not addresses:
-        raise BlockedDestination(f"{host} has no addresses")
+        raise UnresolvableHost(f"{host} has no addresses")
     return addresses
 
 
@@ -195,6 +201,55 @@ def is_plaintext_allowed(host: str, *, resolver: Resolver | None = None) -> bool
     return all(allow.allows_address(ip) for ip in addresses)
 
 
+def vet_base_url(url: str, *, resolver: Resolver | None = None) -> VettedAddress:
+    """A user's API base URL (a custom AI endpoint): https to a public host, or plain http only to a
+    host the operator allow-listed (a self-hosted model on this machine or network). Checked when
+    the URL is stored and again before every connection."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
+            or parts.query or parts.fragment:
+        raise BlockedDestination("the address must be a plain http(s) URL without credentials, query or fragment")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise BlockedDestination("the address has an invalid port") from None
+    vetted = vet_host(parts.hostname, port, resolver=resolver)
+    if scheme == "http" and not vetted.private_allowed:
+        raise BlockedDestination("plain http is allowed only for hosts listed in AIEMAILY_ALLOWED_PRIVATE_HOSTS")
+    return vetted
+
+
 def create_connection(vetted: VettedAddress, timeout: float) -> socket.socket:
     """A TCP connection to the vetted IP (never a fresh DNS lookup)."""
     return socket.create_connection((vetted.ip, vetted.port), timeout=timeout)
+
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to the vetted IP (never a fresh DNS lookup); the Host header still names the original host."""
+
+    def __init__(self, vetted: VettedAddress, timeout: float):
+        super().__init__(vetted.host, vetted.port, timeout=timeout)
+        self._vetted = vetted
+
+    def connect(self):
+        self.sock = create_connection(self._vetted, self.timeout)
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to the vetted IP, TLS 1.2+, with SNI and certificate checks for the original host name.
+
+    `cafile`: extra CA certificates to trust instead of the system's (a company proxy; tests)."""
+
+    def __init__(self, vetted: VettedAddress, timeout: float, *, cafile: str | None = None):
+        context = ssl.create_default_context(cafile=cafile or None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        super().__init__(vetted.host, vetted.port, timeout=timeout, context=context)
+        self._vetted = vetted
+
+    def connect(self):
+        raw = create_connection(self._vetted, self.timeout)
+        self.sock = raw  # visible to a caller's watchdog during the TLS handshake too
+        self.sock = self._context.wrap_socket(raw, server_hostname=self._vetted.host)

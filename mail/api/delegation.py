@@ -6,28 +6,35 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiemaily.api.fields import renamed_field
 from aiemaily.api.pagination import CreatedCursorPagination
 from mail import blobstore
-from mail.delegation import (
+from mail.models import Delegation
+from mail.parsing import body_parts, thread_source
+from mail.selectors import (
     delegated_message_get,
     delegated_messages,
     delegation_get,
-    delegation_grant,
-    delegation_revoke,
     delegations_given,
+    message_get,
 )
-from mail.models import Delegation
-from mail.parsing import body_parts
-from mail.selectors import message_get
+from mail.services import delegation_grant, delegation_revoke, message_body_open
 
 
 class DelegationOutput(serializers.Serializer):
     id = serializers.UUIDField()
     thread_id = serializers.CharField()
+    thread_source = serializers.SerializerMethodField(
+        help_text="provider: the provider's own thread id (Gmail threadId, Graph conversationId), which a "
+                  "sender cannot choose; headers: the messages' References/Message-ID, which any sender can write")
     delegate = serializers.EmailField(source="delegate.email")
     permission = serializers.CharField()
     created_at = serializers.DateTimeField()
-    revoked_at = serializers.DateTimeField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+    def get_thread_source(self, obj) -> str:
+        return thread_source(obj.thread_id)
 
 
 class MessageDelegateApi(APIView):
@@ -65,19 +72,21 @@ class DelegationDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@renamed_field("sender", "from")
 class SharedMessageOutput(serializers.Serializer):
     id = serializers.UUIDField()
     thread_id = serializers.CharField()
     subject = serializers.CharField()
     sender = serializers.CharField(source="from_addr")
     to = serializers.ListField(source="to_addrs", child=serializers.CharField())
-    date = serializers.DateTimeField()
+    date = serializers.DateTimeField(allow_null=True)
     snippet = serializers.CharField()
 
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["from"] = data.pop("sender")
-        return data
+
+class SharedMessageDetailOutput(SharedMessageOutput):
+    body_text = serializers.CharField()
+    body_html = serializers.CharField(help_text="sanitised HTML, safe to display")
+    headers = serializers.DictField(child=serializers.CharField())
 
 
 class SharedMessagePagination(CreatedCursorPagination):
@@ -96,12 +105,15 @@ class SharedMessageListApi(ListAPIView):
 class SharedMessageDetailApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(responses=SharedMessageOutput)
+    @extend_schema(responses=SharedMessageDetailOutput)
     def get(self, request, message_id):
         message = delegated_message_get(delegate=request.user, message_id=message_id)
         data = SharedMessageOutput(message).data
         try:
-            data.update(body_parts(blobstore.get(message.owner_id, message.blob_key, as_delegate=True)))
+            raw = message_body_open(reader=request.user, message=message, view="API shared message detail")
+            parts = body_parts(raw)
+            malformed = parts.pop("malformed")
+            data.update(parts, parse_error=message.parse_error or malformed)
         except blobstore.BlobError:
             raise exceptions.APIException("The stored copy of this message could not be opened.") from None
         return Response(data)

@@ -7,10 +7,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aiemaily.api.pagination import CreatedCursorPagination
-from aiemaily.ownership.models import owned_or_404
-from mail.models import Connection, OutboxMessage
-from mail.outbox import outbox_create
-from mail.selectors import connection_get
+from aiemaily.api.schema import error
+from mail.selectors import connection_get, outbox_get, outbox_list
+from mail.services import outbox_create
 
 
 def _single_line(value: str) -> str:
@@ -26,7 +25,7 @@ class OutboxInput(serializers.Serializer):
                                default=list)
     subject = serializers.CharField(max_length=998, allow_blank=True, trim_whitespace=False,
                                     validators=[_single_line])
-    body_text = serializers.CharField(max_length=1_000_000, allow_blank=True, trim_whitespace=False)
+    body_text = serializers.CharField(max_length=500_000, allow_blank=True, trim_whitespace=False)
     in_reply_to = serializers.CharField(max_length=998, required=False, allow_blank=True, default="",
                                         validators=[_single_line])
 
@@ -41,7 +40,7 @@ class OutboxOutput(serializers.Serializer):
     subject = serializers.CharField()
     last_error = serializers.CharField()
     created_at = serializers.DateTimeField()
-    sent_at = serializers.DateTimeField()
+    sent_at = serializers.DateTimeField(allow_null=True)
 
 
 class OutboxListApi(ListAPIView):
@@ -50,16 +49,16 @@ class OutboxListApi(ListAPIView):
     pagination_class = CreatedCursorPagination
 
     def get_queryset(self):
-        return OutboxMessage.objects.for_owner(self.request.user).order_by("-created_at", "-id")
+        return outbox_list(owner=self.request.user)
 
-    @extend_schema(request=OutboxInput, responses={202: OutboxOutput})
+    @extend_schema(request=OutboxInput, responses={
+        202: OutboxOutput, 404: error("No such connection for this user (`not_found`).")})
     def post(self, request):
         data = OutboxInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         connection = connection_get(owner=request.user, connection_id=values["connection"])
-        signed_in = connection.provider == Connection.Provider.IMAP or connection.oauth_secret_id is not None
-        if connection.status != Connection.Status.ACTIVE or not signed_in:
+        if not connection.can_send:
             raise serializers.ValidationError({"connection": "This mailbox cannot send right now."})
         row = outbox_create(owner=request.user, connection=connection, to=values["to"], cc=values["cc"],
                             subject=values["subject"], body_text=values["body_text"],
@@ -72,6 +71,5 @@ class OutboxDetailApi(APIView):
 
     @extend_schema(responses=OutboxOutput)
     def get(self, request, outbox_id):
-
-        row = owned_or_404(OutboxMessage.objects.for_owner(request.user), outbox_id)
+        row = outbox_get(owner=request.user, outbox_id=outbox_id)
         return Response(OutboxOutput(row).data)

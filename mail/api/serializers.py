@@ -5,10 +5,10 @@ import re
 
 from rest_framework import serializers
 
-from aiemaily.api.fields import SecretField
 from aiemaily.security import netguard
-from mail import scopes
 from mail.models import Connection
+from secrets_vault.api.fields import SecretField
+from secrets_vault.oauth import scopes
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")

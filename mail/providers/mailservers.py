@@ -72,7 +72,23 @@ class _GuardedIMAP4_SSL(imaplib.IMAP4_SSL):  # noqa: N801 - mirrors imaplib's na
         return self.ssl_context.wrap_socket(sock, server_hostname=self._vetted.host)
 
 
-class _GuardedSMTP(smtplib.SMTP):
+class _DataTracking:
+    """Remembers whether the server invited the message body (354 to DATA).
+
+    From then on the server may hold the message, so a send that fails later is not known to have
+    failed (mail/send/outbox.py). 354 answers nothing but DATA, so the reply code alone tells.
+    """
+
+    data_started = False
+
+    def getreply(self):
+        code, message = super().getreply()
+        if code == 354:
+            self.data_started = True
+        return code, message
+
+
+class _GuardedSMTP(_DataTracking, smtplib.SMTP):
     def __init__(self, vetted: netguard.VettedAddress, timeout: float):
         self._vetted = vetted
         super().__init__(timeout=timeout)
@@ -82,7 +98,7 @@ class _GuardedSMTP(smtplib.SMTP):
         return netguard.create_connection(self._vetted, timeout)
 
 
-class _GuardedSMTP_SSL(smtplib.SMTP_SSL):  # noqa: N801
+class _GuardedSMTP_SSL(_DataTracking, smtplib.SMTP_SSL):  # noqa: N801
     def __init__(self, vetted: netguard.VettedAddress, timeout: float):
         self._vetted = vetted
         super().__init__(timeout=timeout, context=ssl_context())

@@ -1,7 +1,5 @@
 """Vault API: the audit trail and BYOK AI keys. No call ever returns a secret."""
 
-import re
-
 from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
@@ -11,8 +9,9 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aiemaily.api.fields import SecretField
 from aiemaily.api.pagination import CreatedCursorPagination
+from secrets_vault.ai_key_rules import ai_key_problems
+from secrets_vault.api.fields import SecretField
 from secrets_vault.models import AiKey
 from secrets_vault.selectors import ai_key_list, audit_get, audit_list
 from secrets_vault.services import ai_key_add, ai_key_delete
@@ -45,14 +44,6 @@ class AuditDetailApi(APIView):
         return Response(AuditEventOutput(audit_get(owner=request.user, event_id=event_id)).data)
 
 
-# Shapes of real keys, checked so a pasted e-mail address or half a key fails at once. The value is
-# never part of an error message.
-KEY_SHAPES = {
-    "openai": re.compile(r"^sk-[A-Za-z0-9_-]{20,300}$"),
-    "anthropic": re.compile(r"^sk-ant-[A-Za-z0-9_-]{20,300}$"),
-}
-
-
 class AiKeyOutput(serializers.Serializer):
     id = serializers.UUIDField()
     provider = serializers.CharField()
@@ -80,11 +71,10 @@ class AiKeyListApi(ListAPIView):
         base_url = serializers.URLField(max_length=300, required=False, allow_blank=True, default="")
 
         def validate(self, attrs):
-            if not KEY_SHAPES[attrs["provider"]].match(attrs["key"].reveal()):
-                raise serializers.ValidationError({"key": "This does not look like a key for that provider."})
-            base_url = attrs.get("base_url") or ""
-            if base_url and not base_url.startswith("https://"):
-                raise serializers.ValidationError({"base_url": "The provider's address must use https://."})
+            problems = ai_key_problems(provider=attrs["provider"], key=attrs["key"].reveal(),
+                                       base_url=attrs.get("base_url") or "")
+            if problems:
+                raise serializers.ValidationError(problems)
             return attrs
 
     def get_queryset(self):

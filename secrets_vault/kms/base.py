@@ -82,7 +82,7 @@ class KeyEncryptionService(ABC):
     """Wrap/unwrap DEKs under a KEK that never leaves the service.
 
     Implementations: LocalKms (KEK files), Pkcs11Kms (an HSM), AwsKms (AWS KMS). All must pass the
-    same contract tests (tests/test_kms_contract.py).
+    same contract tests (tests/vault/test_kms_contract.py).
     """
 
     #: short backend name, as used in kms_from_settings ("local", "pkcs11", "aws")

@@ -6,6 +6,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from aiemaily.ownership.binding import owner_scope
 from secrets_vault import keystore, services
 from secrets_vault.models import DataKey
 
@@ -25,7 +26,6 @@ class Command(BaseCommand):
             raise CommandError(f"{exc} (run with AIEMAILY_PROCESS=vault and its keys)") from None
         owners = [owner] if owner else list(DataKey.objects.values_list("owner_id", flat=True).distinct())
         for number, owner_id in enumerate(owners, 1):
-            from aiemaily.ownership.binding import owner_scope
 
             with services.audited_refusals(owner_id), owner_scope(owner_id):
                 moved = services.secret_reencrypt_owner(owner_id=owner_id)

@@ -1,0 +1,1 @@
+"""Operations: liveness, readiness and metrics for the people who run Aiemaily (DESIGN.md, operations)."""

@@ -1,0 +1,20 @@
+"""The AI assistant (mail/assistant/, worker-ai): the platform key and provider."""
+
+from aiemaily.env import env_bool, env_choice, env_int, env_secret, env_str
+from aiemaily.settings.celery import CELERY_TASK_ROUTES
+from aiemaily.settings.zones_and_keys import plays
+
+# --- AI assistant (mail/assistant/, worker-ai) ---------------------------------------------------------
+# The platform's own AI key is read only by worker-ai; without it (and without a user's own key)
+# everything runs on the offline default, which needs no key and no network.
+AIEMAILY_AI_PLATFORM_KEY = env_secret("AIEMAILY_AI_PLATFORM_KEY") if "ai" in plays else None
+AIEMAILY_AI_PLATFORM_PROVIDER = env_choice("AIEMAILY_AI_PLATFORM_PROVIDER", ("openai", "anthropic"), "openai")
+AIEMAILY_AI_PLATFORM_MODEL = env_str("AIEMAILY_AI_PLATFORM_MODEL", "gpt-4o-mini")
+AIEMAILY_AI_PLATFORM_BASE_URL = env_str("AIEMAILY_AI_PLATFORM_BASE_URL", "")
+# Is a platform key configured anywhere? Web reads this to offer the choice (never the key itself).
+AIEMAILY_AI_PLATFORM_ENABLED = env_bool("AIEMAILY_AI_PLATFORM_ENABLED", bool(AIEMAILY_AI_PLATFORM_KEY))
+AIEMAILY_AI_TIMEOUT_SECONDS = env_int("AIEMAILY_AI_TIMEOUT_SECONDS", 60)
+AIEMAILY_AI_MAX_RETRIES = env_int("AIEMAILY_AI_MAX_RETRIES", 2)
+# Extra CA certificates trusted for AI providers (a company proxy; the test harness's CA).
+AIEMAILY_AI_CA_BUNDLE = env_str("AIEMAILY_AI_CA_BUNDLE")
+CELERY_TASK_ROUTES["mail.assistant.tasks.*"] = {"queue": "ai"}

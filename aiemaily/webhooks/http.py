@@ -1,0 +1,95 @@
+"""What every webhook route shares: POST only, CSRF-exempt (these routes and no others), no CORS
+(CORS_URLS_REGEX never matches /webhooks/), a body-size cap read defensively, one content type,
+and a rate limit that counts *failures* only.
+
+Why failures only. A flood of forged deliveries must not starve genuine ones. Counting every
+request per route would let an attacker spend the provider's quota; counting per client address
+all requests would still make the provider's own addresses share a budget with nothing. So a
+delivery that fails authentication (or is malformed) costs its sender's address one unit of
+AIEMAILY_WEBHOOK_FAILURE_LIMIT per window; an address over the limit is answered 429 before any
+work (one cache read), and nothing is written for it. Genuine deliveries never fail, so they never
+consume anything and are never throttled here. Verification itself is cheap (an HMAC, an RSA
+verify against cached certificates, a keyed hash) so the failures under the limit cost little.
+Volume floods from many addresses are nginx's job (limit_req), not this one's.
+"""
+
+import logging
+from functools import wraps
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from aiemaily.security.client_ip import client_ip
+from aiemaily.webhooks.models import Verdict
+
+logger = logging.getLogger("aiemaily.webhooks")
+
+
+class Rejected(Exception):
+    """A delivery we drop: `verdict` for the ledger, `status` for the provider, no reason given."""
+
+    def __init__(self, verdict: str, status: int, *, delivery_id: object = "", kind: object = "", account_id=None):
+        super().__init__(verdict)
+        self.verdict, self.status = verdict, status
+        self.delivery_id, self.kind, self.account_id = delivery_id, kind, account_id
+
+
+def webhook_endpoint(view):
+    """POST only, CSRF-exempt, never cached: the decorations every webhook route needs, in one place."""
+    return csrf_exempt(never_cache(require_POST(wraps(view)(view))))
+
+
+def empty(status: int) -> HttpResponse:
+    """An answer without a reason: the status the provider expects, an empty body."""
+    return HttpResponse(status=status)
+
+
+def _failure_key(provider: str, ip: str) -> str:
+    return f"webhook-fail:{provider}:{ip}"
+
+
+def over_failure_limit(provider: str, ip: str) -> bool:
+    return int(cache.get(_failure_key(provider, ip), 0)) >= settings.AIEMAILY_WEBHOOK_FAILURE_LIMIT
+
+
+def count_failure(provider: str, ip: str) -> None:
+    key, window = _failure_key(provider, ip), settings.AIEMAILY_WEBHOOK_FAILURE_WINDOW_SECONDS
+    if cache.add(key, 1, timeout=window):
+        return
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=window)
+        return
+    if count == settings.AIEMAILY_WEBHOOK_FAILURE_LIMIT:
+        logger.warning("webhook failures from one address reached the limit; answering 429 for the window",
+                       extra={"event": "webhook_throttled", "provider": provider, "client_ip": ip})
+
+
+def content_type(request) -> str:
+    return request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+
+
+def read_body(request, *, limit: int, content_types: frozenset[str], malformed_status: int) -> bytes:
+    """The raw body, or Rejected(malformed): wrong content type, a declared or actual size over `limit`."""
+    if content_type(request) not in content_types:
+        raise Rejected(Verdict.MALFORMED, malformed_status)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = -1
+    if declared < 0 or declared > limit:
+        raise Rejected(Verdict.MALFORMED, malformed_status)
+    # Read at most limit+1 bytes whatever Content-Length said: it is never trusted for the cap.
+    raw = request.read(limit + 1)
+    if len(raw) > limit or not raw:
+        raise Rejected(Verdict.MALFORMED, malformed_status)
+    return raw
+
+
+def client_address(request) -> str:
+    return client_ip(request)

@@ -1,0 +1,1 @@
+"""Web zone: the Gmail push and Microsoft Graph notification routes (verify, ledger, queue by id)."""

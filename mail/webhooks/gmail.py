@@ -1,0 +1,113 @@
+"""`POST /webhooks/gmail`: Gmail changes, pushed by Cloud Pub/Sub with a Google-signed OIDC token.
+
+Order (aiemaily/webhooks/services.py): the bearer token is verified first (google-auth, Google's
+cached certificates; audience, issuer, push service account, email_verified; `iat`/`exp` are the
+freshness check), then the Pub/Sub envelope is parsed, the mailbox found by the keyed hash of the
+`emailAddress` it names, and the Pub/Sub `messageId` inserted into the ledger (the replay check).
+Only a `historyId` newer than the last one queued moves the push cursor (one conditional UPDATE)
+and queues `mail.tasks.webhook_process(ledger ids, owner, connection, "sync")`: a history sync
+from the stored cursor, which picks up this change and any other since.
+
+Answers, with empty bodies: 204 for an accepted push, a replay, or a mailbox we do not watch
+(Pub/Sub acknowledges on 2xx and would otherwise retry for days); 403 when the token is not
+Google's for us, stale or future; 400 for a malformed envelope; 429 for a sender over its failure budget.
+"""
+
+import base64
+import binascii
+import json
+import re
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from aiemaily.celery import app as celery_app
+from aiemaily.webhooks.google_oidc import verify_push_token
+from aiemaily.webhooks.http import (
+    Rejected,
+    client_address,
+    count_failure,
+    empty,
+    over_failure_limit,
+    read_body,
+    webhook_endpoint,
+)
+from aiemaily.webhooks.models import Provider, Verdict
+from aiemaily.webhooks.selectors import subscription_by_external_id
+from aiemaily.webhooks.services import (
+    address_digest,
+    delivery_accept,
+    delivery_claim,
+    delivery_reject,
+    subscription_advance_cursor,
+)
+
+PROCESS_TASK = "mail.tasks.webhook_process"
+CONTENT_TYPES = frozenset({"application/json"})
+_MESSAGE_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
+_ADDRESS = re.compile(r"^[^\s@]{1,200}@[^\s@]{1,200}$")
+
+
+def _b64(data: str) -> bytes:
+    """Pub/Sub's `data` is standard base64; the URL-safe alphabet is accepted too."""
+    padded = data + "=" * (-len(data) % 4)
+    altchars = b"-_" if "-" in data or "_" in data else None
+    return base64.b64decode(padded, altchars=altchars, validate=True)
+
+
+def parse(raw: bytes) -> tuple[str, str, int]:
+    """(Pub/Sub messageId, mailbox address, historyId) from a push envelope, or Rejected(malformed)."""
+    try:
+        envelope = json.loads(raw)
+        message = envelope["message"]
+        message_id = message.get("messageId") or message.get("message_id")
+        data = message["data"]
+        notification = json.loads(_b64(data))
+        address, history_id = notification["emailAddress"], int(notification["historyId"])
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, RecursionError):
+        raise Rejected(Verdict.MALFORMED, 400) from None
+    if (not isinstance(message_id, str) or not _MESSAGE_ID.fullmatch(message_id) or not isinstance(address, str)
+            or not _ADDRESS.fullmatch(address) or not 0 < history_id < 2**63):
+        raise Rejected(Verdict.MALFORMED, 400)
+    return message_id, address, history_id
+
+
+def queue_processing(ledger_ids: list, owner_id, connection_id, action: str) -> None:
+    args = [[str(i) for i in ledger_ids], str(owner_id), str(connection_id), action]
+    transaction.on_commit(lambda: celery_app.send_task(PROCESS_TASK, args=args))
+
+
+@webhook_endpoint
+def gmail_webhook(request):
+    ip = client_address(request)
+    if over_failure_limit(Provider.GMAIL, ip):
+        return empty(429)
+    try:
+        raw = read_body(request, limit=settings.AIEMAILY_WEBHOOK_GMAIL_MAX_BYTES, content_types=CONTENT_TYPES,
+                        malformed_status=400)
+        verify_push_token(request.headers.get("Authorization", ""))
+        message_id, address, history_id = parse(raw)
+    except Rejected as rejected:
+        count_failure(Provider.GMAIL, ip)
+        delivery_reject(provider=Provider.GMAIL, verdict=rejected.verdict, client_ip=ip)
+        return empty(rejected.status)
+    channel = subscription_by_external_id(provider=Provider.GMAIL, external_id=address_digest(address))
+    if channel is None:
+        # Google's, but for no mailbox we watch (disconnected, or a stale watch): acknowledged, dropped.
+        delivery_reject(provider=Provider.GMAIL, verdict=Verdict.UNKNOWN_SUBSCRIPTION, delivery_id=message_id,
+                        kind="push", client_ip=ip)
+        return empty(204)
+    if channel.expires_at is not None and channel.expires_at < timezone.now():
+        # A lapsed or retired watch (the mailbox was disconnected): Google's, but nothing to do.
+        delivery_reject(provider=Provider.GMAIL, verdict=Verdict.STALE, delivery_id=message_id, kind="push",
+                        account_id=channel.account_id, client_ip=ip)
+        return empty(204)
+    recorded = delivery_accept(provider=Provider.GMAIL, delivery_id=message_id, kind="push",
+                               account_id=channel.account_id)
+    if recorded.accepted:
+        if subscription_advance_cursor(subscription_id=channel.pk, position=history_id):
+            queue_processing([recorded.delivery.pk], channel.account_id, channel.connection_id, "sync")
+        else:
+            delivery_claim(ledger_id=recorded.delivery.pk)  # nothing newer than what is queued already
+    return empty(204)

@@ -1,0 +1,22 @@
+// Assistant: while a summary or draft is being written, poll its status and reload when done.
+"use strict";
+document.addEventListener("DOMContentLoaded", () => {
+  const el = document.querySelector("[data-ai-poll]");
+  if (!el) return;
+  const url = el.dataset.aiPoll;
+  let tries = 0;
+  const poll = async () => {
+    tries += 1;
+    try {
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const body = await response.json();
+        if (body.status !== "pending") { window.location.reload(); return; }
+      }
+    } catch (error) {
+      // a dropped request: try again below
+    }
+    if (tries < 120) setTimeout(poll, 1000);
+  };
+  setTimeout(poll, 500);
+});

@@ -1,0 +1,342 @@
+"""The production topology (scripts/prodsim.py, `make prod-sim`) brought up for real, used end to end,
+then broken on purpose. `make faults` runs the fault tests (marker `faults`).
+
+Everything below goes through nginx over TLS to the two web processes, the broker, PgBouncer and the
+workers; nothing is mocked. Each fault test restores what it broke, so the next starts from a
+healthy topology. Duplicate rows are counted in PostgreSQL itself (as the superuser, past RLS).
+"""
+
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from scripts.prodsim import ProdSim
+from tests.harness.mailservers import sample_messages
+from tests.harness.processes import wait_for
+
+PASSWORD = "correct horse battery staple"
+
+# One topology (~15 processes) per run: under xdist (`make test` uses --dist loadgroup) every test
+# here goes to the same worker, which starts it once.
+pytestmark = pytest.mark.xdist_group("prodsim")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    root = Path(tempfile.mkdtemp(prefix="aiemaily-prodsim-test-"))
+    topology = ProdSim(root)
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Site:
+    """One signed-up user, talking to the site through nginx over TLS (the CA verified)."""
+
+    def __init__(self, sim: ProdSim):
+        self.sim = sim
+        self.http = session(sim)
+        self.email = f"user-{uuid.uuid4().hex[:10]}@example.test"
+        self.token = None
+
+    def url(self, path: str) -> str:
+        return self.sim.url + path
+
+    def sign_up(self) -> "Site":
+        page = self.http.get(self.url("/accounts/signup/"), timeout=30)
+        assert page.status_code == 200, page.text[:500]
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        response = self.http.post(self.url("/accounts/signup/"), timeout=30, allow_redirects=False,
+                                  data={"csrfmiddlewaretoken": csrf, "email": self.email, "password1": PASSWORD,
+                                        "password2": PASSWORD},
+                                  headers={"Referer": self.url("/accounts/signup/"), "Origin": self.sim.url})
+        assert response.status_code == 302, response.text[:1000]
+        token = self.http.post(self.url("/api/v1/auth/token"), json={"email": self.email, "password": PASSWORD},
+                               timeout=30)
+        assert token.status_code == 200, token.text
+        self.token = token.json()["access"]
+        return self
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        if method != "GET":
+            headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
+        return self.http.request(method, self.url("/api/v1/" + path), headers=headers, timeout=60, **kwargs)
+
+    def refresh_token(self) -> None:
+        # Access tokens live 5 minutes; the fault tests outlast that.
+        token = self.http.post(self.url("/api/v1/auth/token"), json={"email": self.email, "password": PASSWORD},
+                               timeout=30)
+        assert token.status_code == 200, token.text
+        self.token = token.json()["access"]
+
+    def connect_mailbox(self, messages: list[bytes]) -> tuple[str, str]:
+        user, password = self.sim.add_mailbox()
+        self.sim.dovecot.seed(user, messages)
+        server = {"host": "localhost", "username": user, "password": password}
+        response = self.api("POST", "connections", json={
+            "provider": "imap", "email": user,
+            "imap": {**server, "port": self.sim.dovecot.imaps_port, "security": "tls"},
+            "smtp": {**server, "port": self.sim.smtp.starttls_port, "security": "starttls"}})
+        assert response.status_code == 201, response.text
+        return response.json()["id"], user
+
+
+def session(sim: ProdSim) -> requests.Session:
+    http = requests.Session()
+    http.trust_env = False  # this machine's CA bundle and proxy variables would override ours
+    http.verify = str(sim.ca.ca_file)
+    return http
+
+
+def superuser(sim: ProdSim):
+    return psycopg.connect(f"postgresql://postgres@127.0.0.1:{sim.ports['postgres']}/aiemaily", autocommit=True)
+
+
+def stored(sim: ProdSim, connection_id: str) -> tuple[int, int]:
+    """(rows, distinct mailbox positions) of this connection's messages, counted by PostgreSQL."""
+    with superuser(sim) as db:
+        return db.execute("SELECT count(*), count(DISTINCT (folder_id, uidvalidity, uid)) FROM mail_message "
+                          "WHERE connection_id = %s", [connection_id]).fetchone()
+
+
+def wait_synced(sim: ProdSim, connection_id: str, count: int, timeout: float = 240) -> None:
+    wait_for(lambda: stored(sim, connection_id)[0] >= count, timeout=timeout, interval=0.5,
+             what=f"{count} messages stored (now {stored(sim, connection_id)})")
+    time.sleep(2)  # anything still running (a redelivered copy) has its chance to add rows
+    rows, distinct = stored(sim, connection_id)
+    assert rows == distinct == count, (rows, distinct, count)
+
+
+def running_sync_worker(sim: ProdSim, task_name: str = "mail.tasks.connection_sync") -> tuple[str, str]:
+    """(worker name, task id) of the sync worker that has received `task_name` and not finished it."""
+    for name in ("worker-sync1", "worker-sync2"):
+        text = sim[name].output(since_start=True)
+        for task_id in re.findall(re.escape(task_name) + r"\[([0-9a-f-]+)\] received", text):
+            if not re.search(re.escape(task_id) + r"\] (succeeded|raised|retry)", text):
+                return name, task_id
+    return "", ""
+
+
+def ready(sim: ProdSim) -> tuple[int, dict]:
+    response = session(sim).get(sim.url + "/readyz", timeout=30)
+    is_json = response.headers.get("Content-Type", "").startswith("application/json")
+    return response.status_code, response.json() if is_json else None
+
+
+def test_a_user_signs_up_connects_a_mailbox_and_reads_it_through_the_whole_topology(sim):
+    site = Site(sim).sign_up()
+    connection_id, _ = site.connect_mailbox(sample_messages(30, malformed=False))
+    # vault (SoftHSM KEK) seals the password, sync leases it, fetches over IMAPS and stores encrypted
+    # bodies in S3 (moto) under a key wrapped by the storage KMS; web reads them back.
+    wait_synced(sim, connection_id, 30)
+    listing = site.api("GET", "messages", params={"limit": 200})
+    assert listing.status_code == 200, listing.text
+    messages = listing.json()["results"]
+    assert len(messages) == 30
+    detail = site.api("GET", f"messages/{messages[0]['id']}")
+    assert detail.status_code == 200, detail.text
+    connection = site.api("GET", f"connections/{connection_id}").json()
+    assert connection["status"] == "active", connection
+    assert ready(sim) == (200, {"status": "ready"})
+    # Both web processes served this user (nginx round-robins): the session and JWT work on either.
+    served = [sim[name].output().count("/api/v1/") for name in ("web1", "web2")]
+    assert all(count > 0 for count in served), served
+
+
+def test_every_process_runs_with_production_settings_and_only_its_zones_secrets(sim):
+    for name in sim.app_processes():
+        env = sim[name].env
+        assert env["AIEMAILY_ENV"] == "production"
+        zone = env["AIEMAILY_PROCESS"]
+        assert ("JWT_PRIVATE_KEY_FILE" in env) == (zone == "web"), name
+        assert ("VAULT_DATABASE_URL" in env) == (zone == "vault"), name
+        assert ("AIEMAILY_PKCS11_PIN_FILE" in env) == (zone == "vault"), name
+        assert ("AIEMAILY_SYNC_PRIVATE_KEY_FILE" in env) == (zone in ("sync", "idle")), name
+        assert ("DATABASE_MAINTENANCE_URL" in env) == (zone == "maintenance"), name
+        assert ("KEYS_DATABASE_URL" in env) == (zone in ("web", "sync", "idle", "ai")), name
+        assert env["DATABASE_PGBOUNCER"] == "true" and f":{sim.ports['pgbouncer']}/" in env["DATABASE_URL"]
+        assert env["CELERY_BROKER_URL"].startswith("amqp://")
+
+
+# --- faults ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.faults
+def test_a_sync_worker_killed_mid_sync_is_redelivered_and_the_mail_is_stored_once(sim):
+    site = Site(sim).sign_up()
+    count = 1500
+    connection_id, _ = site.connect_mailbox(sample_messages(count, malformed=False))
+    victim, task_id = wait_for(lambda: running_sync_worker(sim)[0] and running_sync_worker(sim), timeout=120,
+                               what="a sync worker running the initial sync")
+    wait_for(lambda: stored(sim, connection_id)[0] > 0, timeout=60, interval=0.05, what="the first rows")
+    sim[victim].kill()  # SIGKILL to the worker and its pool: no ack was sent
+    at_kill = stored(sim, connection_id)[0]
+    assert at_kill < count, "the sync finished before the kill; the test proves nothing (raise the count)"
+    try:
+        survivor = "worker-sync2" if victim == "worker-sync1" else "worker-sync1"
+        wait_for(lambda: f"[{task_id}] received" in sim[survivor].output(since_start=True), timeout=60,
+                 what="the unacknowledged task redelivered to the other sync worker")
+        wait_synced(sim, connection_id, count)
+    finally:
+        sim[victim].start()
+
+
+@pytest.mark.faults
+def test_a_broker_restart_during_a_sync_loses_nothing_and_stores_nothing_twice(sim):
+    site = Site(sim).sign_up()
+    count = 1500
+    connection_id, user = site.connect_mailbox(sample_messages(count, malformed=False))
+    wait_for(lambda: running_sync_worker(sim)[0], timeout=120, what="a sync worker running the initial sync")
+    wait_for(lambda: stored(sim, connection_id)[0] > 0, timeout=60, interval=0.05, what="the first rows")
+    sim["rabbitmq"].stop()
+    assert stored(sim, connection_id)[0] < count, "the sync finished before the broker went; raise the count"
+    time.sleep(2)
+    sim["rabbitmq"].start()
+    wait_synced(sim, connection_id, count)
+    # Publishing works again: a new message and a manual sync go through the restarted broker.
+    wait_for(lambda: ready(sim)[0] == 200, timeout=60, interval=1, what="/readyz after the broker restart")
+    site.refresh_token()
+    sim.dovecot.seed(user, sample_messages(1, malformed=False))
+    response = wait_for(lambda: (r := site.api("POST", f"connections/{connection_id}/sync")).status_code == 202
+                        and r, timeout=60, interval=1, what="a sync request accepted")
+    assert response.status_code == 202
+    wait_synced(sim, connection_id, count + 1, timeout=120)
+
+
+def _assert_unavailable(site: Site, sim: ProdSim) -> None:
+    api = site.api("GET", "messages")
+    assert api.status_code == 503, (api.status_code, api.text[:300])
+    assert api.headers["Content-Type"].startswith("application/json")
+    assert api.json()["error"]["code"] == "service_unavailable"
+    assert api.headers.get("Retry-After")
+    page = site.http.get(site.url("/dashboard/"), timeout=30)
+    assert page.status_code == 503, (page.status_code, page.text[:300])
+    assert "briefly unavailable" in page.text
+    assert ready(sim)[0] == 503
+
+
+def _assert_recovers(site: Site, sim: ProdSim) -> None:
+    wait_for(lambda: site.api("GET", "messages").status_code == 200, timeout=60, interval=0.5,
+             what="the API answering again")
+    wait_for(lambda: ready(sim) == (200, {"status": "ready"}), timeout=60, interval=1, what="/readyz ready")
+    page = site.http.get(site.url("/dashboard/"), timeout=30)
+    assert page.status_code == 200, "\n".join(
+        line for name in ("web1", "web2") for line in sim[name].output(since_start=True).splitlines()
+        if "Error" in line)[-3000:]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("server", ["postgres", "pgbouncer"])
+def test_a_database_outage_answers_503_not_500_and_recovers(sim, server):
+    site = Site(sim).sign_up()
+    for name in ("web1", "web2"):
+        sim[name].mark()
+    connection_id, user = site.connect_mailbox(sample_messages(5, malformed=False))
+    wait_synced(sim, connection_id, 5)
+    sim[server].stop()
+    try:
+        _assert_unavailable(site, sim)
+    finally:
+        sim[server].start()
+    _assert_recovers(site, sim)
+    # The workers recover too: new mail, synced on request.
+    sim.dovecot.seed(user, sample_messages(1, malformed=False))
+    response = site.api("POST", f"connections/{connection_id}/sync")
+    assert response.status_code == 202, response.text
+    wait_synced(sim, connection_id, 6, timeout=120)
+
+
+def _objects_containing(sim: ProdSim, needle: bytes) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=sim.moto_url, region_name="us-east-1", aws_access_key_id="prodsim",
+                      aws_secret_access_key="prodsim")
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="aiemaily-objects"):
+        for item in page.get("Contents", []):
+            if needle in s3.get_object(Bucket="aiemaily-objects", Key=item["Key"])["Body"].read():
+                found.append(item["Key"])
+    return found
+
+
+@pytest.mark.faults
+def test_with_the_storage_kms_unreachable_nothing_is_stored_in_plaintext_and_it_recovers(sim):
+    canary = f"kms-canary-{uuid.uuid4().hex}"
+    message = (f"From: a@example.test\r\nTo: b@example.test\r\nSubject: quarterly numbers\r\n"
+               f"Message-ID: <{uuid.uuid4().hex}@example.test>\r\n\r\nThe secret word is {canary}.\r\n").encode()
+    site = Site(sim).sign_up()
+    sim.kms_gate.close()
+    try:
+        status, body = wait_for(lambda: (r := ready(sim))[0] == 503 and r, timeout=30, interval=1,
+                                what="/readyz to notice the KMS is gone")
+        assert body == {"status": "not ready"}
+        # A new user's first mail needs a storage key wrapped by the KMS: the sync must fail, not
+        # fall back to storing the body unencrypted or under a local key.
+        connection_id, user = site.connect_mailbox(sample_messages(3, malformed=False) + [message])
+        wait_for(lambda: any("mail.tasks.connection_sync" in sim[name].output(since_start=True)
+                             and "EndpointConnectionError" in sim[name].output(since_start=True)
+                             for name in ("worker-sync1", "worker-sync2")), timeout=120, interval=1,
+                 what="the sync to fail on the unreachable KMS")
+        assert stored(sim, connection_id) == (0, 0)
+        assert _objects_containing(sim, canary.encode()) == []
+    finally:
+        sim.kms_gate.open()
+    wait_for(lambda: ready(sim) == (200, {"status": "ready"}), timeout=60, interval=1, what="/readyz ready again")
+    response = site.api("POST", f"connections/{connection_id}/sync")
+    assert response.status_code == 202, response.text
+    wait_synced(sim, connection_id, 4, timeout=120)
+    listing = site.api("GET", "messages", params={"limit": 200}).json()["results"]
+    mine = next(item for item in listing if item.get("subject") == "quarterly numbers")
+    detail = site.api("GET", f"messages/{mine['id']}")
+    assert detail.status_code == 200 and canary in detail.text
+    assert _objects_containing(sim, canary.encode()) == []  # stored, and only encrypted
+
+
+@pytest.mark.faults
+def test_a_redis_outage_answers_503_on_the_api_and_recovers(sim):
+    # Every API call passes the throttle, which counts in Redis: without Redis it cannot decide,
+    # so the call is refused as unavailable (503, retry), never a 500 and never let through unthrottled.
+    site = Site(sim).sign_up()
+    assert site.api("GET", "messages").status_code == 200
+    sim["redis"].stop()
+    try:
+        api = site.api("GET", "messages")
+        assert api.status_code == 503, (api.status_code, api.text[:300])
+        assert api.json()["error"]["code"] == "service_unavailable" and api.headers.get("Retry-After")
+    finally:
+        sim["redis"].start()
+    wait_for(lambda: site.api("GET", "messages").status_code == 200, timeout=60, interval=0.5,
+             what="the API answering again")
+    # beat's lease lives in Redis too: beat is still running (it re-takes the lease, or stands by).
+    assert sim["beat"].running
+
+
+@pytest.mark.faults
+def test_with_one_web_process_killed_nginx_keeps_serving_from_the_other(sim):
+    site = Site(sim).sign_up()
+    sim["web1"].kill()
+    try:
+        statuses = [site.api("GET", "messages").status_code for _ in range(20)]
+        assert statuses == [200] * 20, statuses  # nginx passes over the dead upstream (no 502)
+        assert ready(sim) == (200, {"status": "ready"})
+    finally:
+        sim["web1"].start()
+    sim["web1"].mark()
+
+    def web1_serves():
+        assert site.api("GET", "messages").status_code == 200
+        return "/api/v1/messages" in sim["web1"].output(since_start=True)
+
+    # nginx retries a failed upstream after fail_timeout (10 s by default): back in the rotation.
+    wait_for(web1_serves, timeout=60, interval=0.5, what="the restarted web process serving again")
