@@ -2,8 +2,8 @@
 
 What the user has not chosen to share is replaced by a labelled placeholder: card numbers (digit
 runs that pass the Luhn check), IBANs (ISO 13616 mod-97 check), one-time codes (4-8 digits,
-"482-913", "G-482913", on or just below a line with words like "code", "OTP", "verification"), and
-lines that look like passwords ("password: …").
+"482-913", "G-482913", or capitals and digits like "X7K9P2", on or just below a line with words like
+"code", "OTP", "verification"), and passwords ("password: …", "your password is 'sunflower'").
 Checksums keep false positives down: an order number that fails Luhn stays readable.
 
 The checksum is tried on every way the value can sit inside a longer run, not only on the whole
@@ -26,6 +26,10 @@ OTP_CONTEXT = re.compile(
 # A code as services write it: 4-8 digits, "482-913" / "48 29 13", or Google's "G-482913"; never a
 # piece of a date, time, amount or longer number.
 OTP = re.compile(r"(?<![\w.,:/-])(?:[A-Z]{1,3}-)?(?:\d{3}[- ]\d{3}|\d{2} \d{2} \d{2}|\d{4,8})(?!\w|[.,:/-]\d)")
+# Letter-and-digit codes ("Your code: X7K9P2", "K4M-9QZ"): capitals and digits, at least one of
+# each, 5-10 characters with at most one hyphen; only on lines a code word makes eligible.
+OTP_ALNUM = re.compile(r"(?<![\w.,:/-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])(?=[A-Z0-9]+(?:-[A-Z0-9]+)?(?![\w-]))"
+                       r"[A-Z0-9-]{5,11}(?![\w-])")
 # HTML mail turned into text puts the code on its own line under "Your verification code": a code
 # word makes its own line and the next ones (up to this many non-blank lines) eligible.
 OTP_FOLLOWING_LINES = 2
@@ -33,14 +37,21 @@ PASSWORD_WORD = r"\b(?:password|passwort|kennwort|mot de passe|contraseña|passp
 # "Password: x", "pw = x", "Password - x", "your password is: x": the rest of the line goes.
 PASSWORD_LINE = re.compile(
     r"(?im)^(.*" + PASSWORD_WORD + r"\s*(?:[:=]|-(?=\s)|(?:is|lautet|est|es)\s*[:=])\s*)(\S.*)$")
-# "Your temporary password is Xk7#pq2!": the one word after "is", when it looks like a password
-# (six or more characters with a digit or a symbol), so "the password is correct" stays readable.
+# "Your temporary password is Xk7#pq2!": the one word after "is", when it looks like a password, so
+# "the password is correct" stays readable. A word in quotes is whatever it is ("is 'sunflower'").
 PASSWORD_IS = re.compile(r"(?i)(" + PASSWORD_WORD + r"\s+(?:is|lautet|est|es)\s+)(\S+)")
+QUOTES = "\"'`‘’“”«»"
 
 
 def _looks_like_password(match) -> bool:
-    word = match.group(2).rstrip(".,;:!?)\"'")
-    return len(word) >= 6 and re.search(r"[\d\W_]", word) is not None
+    raw = match.group(2)
+    word = raw.rstrip(".,;:!?)" + QUOTES)
+    if raw[:1] in QUOTES and len(word.lstrip(QUOTES)) >= 4:
+        return True
+    # Six or more characters with a digit, a symbol or a capital letter after the first: English
+    # writes the adjective after "is" in lower case ("correct", "wrong"), a chosen password
+    # ("Xk7#pq2!", "SunFlower") mostly not. A capitalised word counts too: "is Sunflower" mid-sentence.
+    return len(word) >= 6 and (re.search(r"[\d\W_]", word) is not None or re.search(r"[A-Z]", word) is not None)
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ def redact(text: str, policy: Policy) -> tuple[str, int]:
                 eligible = OTP_FOLLOWING_LINES + 1
             if eligible:
                 line = sub(OTP, "[code removed]", line)
+                line = sub(OTP_ALNUM, "[code removed]", line)
                 if line.strip():
                     eligible -= 1
             lines.append(line)

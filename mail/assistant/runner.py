@@ -138,11 +138,13 @@ def result_run(*, owner_id, result_id, lease: dict | None = None) -> dict:
             provider, model = "offline", "textrank-rules-v1"
         else:
             policy = Policy.from_settings(prefs)
+            thread, omitted = prompts.fit(thread)
             for item in thread:
                 item.text, count = redact(item.text, policy)
                 item.subject, count_subject = redact(item.subject, policy)
                 redactions += count + count_subject
-            system, user = prompts.build(result.kind, thread, tone=result.tone or "neutral", instruction=instruction)
+            system, user = prompts.build(result.kind, thread, tone=result.tone or "neutral", instruction=instruction,
+                                         omitted=omitted)
             provider, model = target.provider, target.model
             with owner_scope(owner_id):
                 ids = ",".join(str(m) for m in _ids(owner_id, result))

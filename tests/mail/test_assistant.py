@@ -454,3 +454,27 @@ def test_triage_on_sync_respects_the_plan_limit_too(objects_dir, provider, setti
     assert provider.requests == []
     with owner_scope(api.user):
         assert set(AiResult.objects.for_owner(api.user).values_list("source", flat=True)) == {"offline"}
+
+
+def test_a_long_thread_sends_the_provider_only_its_newest_mail_within_the_budget(objects_dir, provider,  # noqa: F811
+                                                                                  settings):
+    settings.AIEMAILY_AI_MAX_PROMPT_CHARS = 4_000
+    raws = []
+    for n in range(1, 21):  # 20 messages of ~3,000 characters in one thread
+        refs = b"References: <long-1@example.test>\r\nIn-Reply-To: <long-1@example.test>\r\n" if n > 1 else b""
+        raws.append(b"From: Carol <carol@example.test>\r\nTo: me@example.test\r\nSubject: Long thread\r\n"
+                    b"Message-ID: <long-%d@example.test>\r\n" % n + refs
+                    + b"Date: Mon, 2 Nov 2026 %02d:00:00 +0000\r\n\r\nMarker-%d-start " % (n, n)
+                    + b"word " * 600 + b"Marker-%d-end\r\n" % n)
+    client = _client(UserFactory())
+    _conn, messages = make_mailbox(client.user, raws)
+    lease = _byok(client, provider)
+    provider.reply = "A long thread."
+    client.get(f"/api/v1/messages/{messages[-1].pk}/summary")
+    assert run_pending(client.user, lease)[0]["status"] == "ready"
+    (request,) = provider.requests
+    sent = request["raw"].decode()
+    assert "Marker-20-start" in sent and "Marker-20-end" in sent  # the newest e-mail whole
+    assert "Marker-1-start" not in sent and "Marker-10-start" not in sent
+    assert "earlier e-mails of this thread left out" in sent
+    assert len(request["raw"]) < 4_000 + 3_000  # the budget plus instructions, headers and JSON

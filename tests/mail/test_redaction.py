@@ -81,6 +81,9 @@ def test_a_long_line_of_digits_and_letters_is_quick_and_leaves_no_card():
     ("Your code: 482-913", "482-913"),
     ("Your one-time passcode is 48 29 13", "48 29 13"),
     ("Your verification code\r\n\r\n  482913\r\n", "482913"),  # an HTML mail as text: the code on its own line
+    ("Your code: X7K9P2", "X7K9P2"),  # letters and digits
+    ("Your sign-in code is K4M-9QZ.", "K4M-9QZ"),
+    ("Verification code\n\n  7QX2M9\n", "7QX2M9"),
 ])
 def test_one_time_codes_in_the_forms_services_send_are_removed(text, secret):
     redacted, count = redact(text, Policy())
@@ -103,6 +106,10 @@ def test_numbers_away_from_a_code_word_stay_readable(text):
     ("pw: hunter2", "hunter2"),
     ("Password - hunter22", "hunter22"),
     ("Dein Passwort lautet Xk7#pq2!", "Xk7#pq2!"),
+    ("Your password is 'sunflower' until you change it.", "sunflower"),  # all letters, but quoted
+    ("The Wi-Fi password is “tangerine”.", "tangerine"),
+    ("The password is Sunflower, keep it safe.", "Sunflower"),  # all letters, capitalised mid-sentence
+    ("Your password is sunFlower", "sunFlower"),
 ])
 def test_passwords_in_the_forms_people_write_them_are_removed(text, secret):
     redacted, count = redact(text, Policy())
@@ -113,6 +120,8 @@ def test_passwords_in_the_forms_people_write_them_are_removed(text, secret):
     "I forgot my password again, sorry.",
     "The password is correct now.",
     "Reset your password is what the link does.",
+    "The password is wrong, try again.",
+    "Your code: ABCDEF is not a code, it has no digit.",
 ])
 def test_sentences_about_passwords_stay_readable(text):
     assert redact(text, Policy()) == (text, 0)
