@@ -41,3 +41,26 @@ def test_every_required_package_is_in_the_one_list():
     required = {name for path in TEST_SOURCES for name in re.findall(r'require_tool\("([^"]+)"\)', path.read_text())}
     assert required, "the fixtures should check their tools through require_tool"
     assert required - set(system.SYSTEM_PACKAGES) == set()
+
+
+def test_loadgroup_keeps_a_group_on_one_worker(tmp_path):
+    """`make test` relies on --dist loadgroup to run test_prod_sim.py's one topology on one worker;
+    pytest 9.2 with xdist 3.8 silently spread a group over the workers (pyproject pins pytest)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_grouped.py").write_text(
+        "import os, pytest\n"
+        "pytestmark = pytest.mark.xdist_group('one')\n"
+        "@pytest.mark.parametrize('i', range(6))\n"
+        "def test_in_group(i):\n"
+        "    with open(os.path.join(os.path.dirname(__file__), 'workers.txt'), 'a') as f:\n"
+        "        f.write(os.environ['PYTEST_XDIST_WORKER'] + '\\n')\n")
+    (tmp_path / "test_other.py").write_text(
+        "import time, pytest\n@pytest.mark.parametrize('i', range(6))\ndef test_other(i):\n    time.sleep(0.1)\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-q", "-p", "no:cacheprovider",
+         "-p", "no:django", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    workers = (tmp_path / "workers.txt").read_text().split()
+    assert len(workers) == 6 and len(set(workers)) == 1, workers
