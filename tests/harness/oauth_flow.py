@@ -1,0 +1,89 @@
+"""What the Google and Microsoft connect tests share: the local provider (tests/harness/oauth_servers.py)
+wired into settings, the vault tasks web publishes kept instead of sent, the steps of the consent flow
+as the browser takes them, and refreshes run by several vault workers at once. Import fixtures by name."""
+
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.db import connections
+from django.test import Client
+
+from aiemaily.ownership.binding import owner_scope
+from mail.models import Connection
+from secrets_vault import services
+
+
+def use_provider(server, settings, test_ca):
+    """Points the OAuth settings at a freshly reset local provider and trusts the test CA for it."""
+    server.reset()
+    for name, value in server.settings.items():
+        setattr(settings, name, value)
+    settings.AIEMAILY_OAUTH_CA_BUNDLE = str(test_ca.ca_file)
+    return server
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Tasks published to the broker, kept here instead: (name, args)."""
+    published = []
+    monkeypatch.setattr("celery.app.task.Task.apply_async",
+                        lambda self, args=None, kwargs=None, **options: published.append((self.name, list(args or []))))
+    return published
+
+
+@pytest.fixture
+def browser(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def url_query(url: str) -> dict:
+    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+def start(auth_client, provider: str, **body) -> dict:
+    """POST /connections for an OAuth provider: the new connection with its authorize_url."""
+    response = auth_client.post("/api/v1/connections", {"provider": provider, **body}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def callback(browser, location: str, capture, *, expected: str):
+    """Follows the provider's redirect to our callback (which must be `expected`), on-commit work run."""
+    parts = urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == expected
+    with capture(execute=True):
+        return browser.get(f"{parts.path}?{parts.query}")
+
+
+def run_together(work, count: int) -> tuple[list, list]:
+    """Runs `work` in `count` threads released at the same moment, as that many vault workers would;
+    returns what the calls returned and what they raised."""
+    barrier, results, errors = threading.Barrier(count), [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(work())
+        except Exception as exc:  # noqa: BLE001 - returned to the test, which asserts on it
+            errors.append(exc)
+        finally:
+            connections.close_all()  # each thread had its own database connections
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results, errors
+
+
+def stored_refresh_token(user, connection_id) -> tuple[Connection, str]:
+    """The connection as it is now and the refresh token the vault holds for it."""
+    with owner_scope(user):
+        connection = Connection.objects.for_owner(user).get(pk=connection_id)
+        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
+                                        purpose="oauth_refresh_token").reveal()
+    return connection, stored
