@@ -1,12 +1,10 @@
 """What the Google and Microsoft connect tests share: the local provider (tests/harness/oauth_servers.py)
 wired into settings, the vault tasks web publishes kept instead of sent, the steps of the consent flow
-as the browser takes them, and refreshes run by several vault workers at once. Import fixtures by name."""
+as the browser takes them, and the refresh token the vault holds. Import fixtures by name."""
 
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.db import connections
 from django.test import Client
 
 from aiemaily.ownership.binding import owner_scope
@@ -56,28 +54,6 @@ def callback(browser, location: str, capture, *, expected: str):
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == expected
     with capture(execute=True):
         return browser.get(f"{parts.path}?{parts.query}")
-
-
-def run_together(work, count: int) -> tuple[list, list]:
-    """Runs `work` in `count` threads released at the same moment, as that many vault workers would;
-    returns what the calls returned and what they raised."""
-    barrier, results, errors = threading.Barrier(count), [], []
-
-    def run():
-        try:
-            barrier.wait()
-            results.append(work())
-        except Exception as exc:  # noqa: BLE001 - returned to the test, which asserts on it
-            errors.append(exc)
-        finally:
-            connections.close_all()  # each thread had its own database connections
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results, errors
 
 
 def stored_refresh_token(user, connection_id) -> tuple[Connection, str]:

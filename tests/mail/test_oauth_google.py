@@ -27,11 +27,11 @@ from secrets_vault.oauth.base import ProviderUnavailable, pkce_challenge
 from secrets_vault.sealing import lease_open
 from secrets_vault.services import VaultRefusal
 from secrets_vault.tasks import oauth_access_lease, oauth_exchange, oauth_revoke
+from tests.harness.concurrency import run_together
 from tests.harness.factories import UserFactory
 from tests.harness.oauth_flow import (
     browser,
     callback,
-    run_together,
     sent,
     start,
     stored_refresh_token,
