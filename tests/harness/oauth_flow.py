@@ -1,6 +1,7 @@
-"""What the Google and Microsoft connect tests share: the local provider (tests/harness/oauth_servers.py)
-wired into settings, the vault tasks web publishes kept instead of sent, the steps of the consent flow
-as the browser takes them, and the refresh token the vault holds. Import fixtures by name."""
+"""What the Google and Microsoft connect tests share: the local providers (tests/harness/oauth_servers.py)
+wired into settings (the google and microsoft fixtures), the vault tasks web publishes kept instead of
+sent, the steps of the consent flow as the browser takes them, and the refresh token the vault holds.
+Import fixtures by name."""
 
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,6 +11,8 @@ from django.test import Client
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Connection
 from secrets_vault import services
+from tests.harness.https_server import session_server
+from tests.harness.oauth_servers import FakeGoogle, FakeMicrosoft
 
 
 def use_provider(server, settings, test_ca):
@@ -19,6 +22,20 @@ def use_provider(server, settings, test_ca):
         setattr(settings, name, value)
     settings.AIEMAILY_OAUTH_CA_BUNDLE = str(test_ca.ca_file)
     return server
+
+
+google_server = session_server(FakeGoogle, "google_server")
+microsoft_server = session_server(FakeMicrosoft, "microsoft_server")
+
+
+@pytest.fixture
+def google(google_server, settings, test_ca):
+    return use_provider(google_server, settings, test_ca)
+
+
+@pytest.fixture
+def microsoft(microsoft_server, settings, test_ca):
+    return use_provider(microsoft_server, settings, test_ca)
 
 
 @pytest.fixture

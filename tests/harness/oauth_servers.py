@@ -25,17 +25,18 @@ import base64
 import hashlib
 import json
 import secrets
-import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.harness.https_server import TLSServer, write_response
 
 CODE_LIFETIME = 600
 ACCESS_LIFETIME = 3599
@@ -102,6 +103,11 @@ class Code:
     used: bool = False
 
 
+def _shaped(shape: tuple[str, int]) -> str:
+    prefix, size = shape
+    return prefix + secrets.token_urlsafe(size)
+
+
 def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
@@ -125,32 +131,13 @@ class _Handler(BaseHTTPRequestHandler):
         request = Recorded(self.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)), form,
                            {k.lower(): v for k, v in self.headers.items()})
         response = self.server.owner.handle(request)
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
+        write_response(self, response)
 
     def log_message(self, *args):  # quiet: the recorded requests are the log
         pass
 
 
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, owner, context: ssl.SSLContext):
-        self.owner, self.context = owner, context
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def finish_request(self, request, client_address):
-        # The TLS handshake runs in the request's own thread, so a slow client never blocks accept().
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        super().finish_request(request, client_address)
-
+class _TLSServer(TLSServer):
     def handle_error(self, request, client_address):
         pass  # a client that hangs up mid-request is not a test failure
 
@@ -159,9 +146,6 @@ class FakeOAuthServer:
     """The common part: TLS, threads, request log, clients, grants, codes and tokens."""
 
     def __init__(self, test_ca, *, client_id: str, client_secret: str):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(test_ca.cert_file, test_ca.key_file)
         self.ca_file = str(test_ca.ca_file)
         self.client_id, self.client_secret = client_id, client_secret
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -175,15 +159,12 @@ class FakeOAuthServer:
         self.rotate_refresh_tokens = False
         self.token_delay = 0.0  # seconds the token endpoint thinks before answering a refresh
         self.fail_token_endpoint: int | None = None  # answer every token request with this 5xx
-        self._server = _TLSServer(self, context)
+        self._server = _TLSServer(self, test_ca, _Handler).start()
         self.port = self._server.server_address[1]
         self.base_url = f"https://localhost:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def reset(self) -> None:
         """Forget everything: each test starts with a server nobody has used."""
@@ -317,20 +298,26 @@ class FakeOAuthServer:
             granted = granted + earlier
         return granted
 
+    # What the provider's codes and tokens look like, set by each provider: (prefix, random bytes).
+    code_shape: tuple[str, int]
+    refresh_token_shape: tuple[str, int]
+    access_token_shape: tuple[str, int]
+
     def new_code(self) -> str:
-        raise NotImplementedError
+        return _shaped(self.code_shape)
 
     def refresh_token_format(self) -> str:
-        raise NotImplementedError
+        return _shaped(self.refresh_token_shape)
 
     def access_token_format(self) -> str:
-        raise NotImplementedError
+        return _shaped(self.access_token_shape)
 
 
 class FakeGoogle(FakeOAuthServer):
     """accounts.google.com + oauth2.googleapis.com + openidconnect.googleapis.com, in one server."""
 
     issuer = "https://accounts.google.com"
+    code_shape, refresh_token_shape, access_token_shape = ("4/0A", 60), ("1//0", 75), ("ya29.a0", 120)
 
     def __init__(self, test_ca):
         super().__init__(test_ca, client_id=f"{secrets.token_hex(6)}-test.apps.googleusercontent.com",
@@ -346,15 +333,6 @@ class FakeGoogle(FakeOAuthServer):
         return {"GOOGLE_OAUTH_CLIENT_ID": self.client_id, "GOOGLE_OAUTH_CLIENT_SECRET": self.client_secret,
                 "GOOGLE_AUTH_URI": f"{self.base_url}/o/oauth2/v2/auth", "GOOGLE_TOKEN_URI": f"{self.base_url}/token",
                 "GOOGLE_REVOKE_URI": f"{self.base_url}/revoke", "GOOGLE_USERINFO_URI": f"{self.base_url}/v1/userinfo"}
-
-    def new_code(self):
-        return "4/0A" + secrets.token_urlsafe(60)
-
-    def refresh_token_format(self):
-        return "1//0" + secrets.token_urlsafe(75)
-
-    def access_token_format(self):
-        return "ya29.a0" + secrets.token_urlsafe(120)
 
     def route(self, request):
         if request.method == "GET" and request.path == "/o/oauth2/v2/auth":
@@ -460,6 +438,7 @@ class FakeMicrosoft(FakeOAuthServer):
     """login.microsoftonline.com for the v2.0 endpoints, any tenant segment (common, organizations, a GUID)."""
 
     tenant_id = "9188040d-6c67-4c5b-b112-36a304b66dad"  # the tenant Microsoft uses for personal accounts
+    code_shape, refresh_token_shape, access_token_shape = ("M.C5", 90), ("M.C5", 200), ("EwB", 300)
 
     def __init__(self, test_ca):
         super().__init__(test_ca, client_id=str(uuid.uuid4()), client_secret="Qq8~" + secrets.token_urlsafe(30))
@@ -477,15 +456,6 @@ class FakeMicrosoft(FakeOAuthServer):
     def settings(self) -> dict:
         return {"MICROSOFT_CLIENT_ID": self.client_id, "MICROSOFT_CLIENT_SECRET": self.client_secret,
                 "MICROSOFT_AUTHORITY": self.authority}
-
-    def new_code(self):
-        return "M.C5" + secrets.token_urlsafe(90)
-
-    def refresh_token_format(self):
-        return "M.C5" + secrets.token_urlsafe(200)
-
-    def access_token_format(self):
-        return "EwB" + secrets.token_urlsafe(300)
 
     def route(self, request):
         tenant, _, rest = request.path.lstrip("/").partition("/")

@@ -32,16 +32,16 @@ from tests.harness.factories import UserFactory
 from tests.harness.oauth_flow import (
     browser,
     callback,
+    google,
+    google_server,
     sent,
     start,
     stored_refresh_token,
     url_query,
-    use_provider,
 )
-from tests.harness.oauth_servers import FakeGoogle
 from tests.harness.processes import ROOT, role_env
 
-__all__ = ["browser", "sent"]
+__all__ = ["browser", "google", "google_server", "sent"]
 
 pytestmark = [pytest.mark.django_db(databases=["default", "vault"])]
 
@@ -50,18 +50,6 @@ IDENTITY = ["openid", "https://www.googleapis.com/auth/userinfo.email"]
 EVERYTHING = [*IDENTITY, GMAIL + "readonly", GMAIL + "modify", GMAIL + "send"]
 CALLBACK = "http://testserver/connections/oauth/gmail/callback"
 ACCOUNT = "ada@gmail.test"
-
-
-@pytest.fixture(scope="session")
-def google_server(test_ca):
-    server = FakeGoogle(test_ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def google(google_server, settings, test_ca):
-    return use_provider(google_server, settings, test_ca)
 
 
 def _start(auth_client, **body) -> dict:

@@ -24,33 +24,21 @@ from tests.harness.concurrency import run_together
 from tests.harness.oauth_flow import (
     browser,
     callback,
+    microsoft,
+    microsoft_server,
     sent,
     start,
     stored_refresh_token,
     url_query,
-    use_provider,
 )
-from tests.harness.oauth_servers import FakeMicrosoft
 
-__all__ = ["browser", "sent"]
+__all__ = ["browser", "microsoft", "microsoft_server", "sent"]
 
 pytestmark = [pytest.mark.django_db(databases=["default", "vault"])]
 
 EVERYTHING = ["openid", "email", "offline_access", "Mail.Read", "Mail.ReadWrite", "Mail.Send"]
 CALLBACK = "http://testserver/connections/oauth/microsoft/callback"
 ACCOUNT = "grace@outlook.test"
-
-
-@pytest.fixture(scope="session")
-def microsoft_server(test_ca):
-    server = FakeMicrosoft(test_ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def microsoft(microsoft_server, settings, test_ca):
-    return use_provider(microsoft_server, settings, test_ca)
 
 
 def _start(auth_client, **body) -> dict:

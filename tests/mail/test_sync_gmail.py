@@ -20,20 +20,17 @@ from mail.sync import gmail as sync_gmail
 from mail.tasks import gmail_sync
 from secrets_vault.sealing import lease_seal
 from tests.harness.gmail_api_server import FakeGmail
+from tests.harness.https_server import session_server
 from tests.harness.mailservers import MALFORMED
+from tests.harness.oauth_flow import browser, google, google_server, sent
 from tests.harness.rest_sync import use_api, worker_killed_at_put
-from tests.mail.test_oauth_google import browser, google, google_server, sent
 
 __all__ = ["browser", "google", "google_server", "sent"]  # the local Google's fixtures, for the end-to-end test
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 
 
-@pytest.fixture(scope="session")
-def gmail_server(test_ca):
-    server = FakeGmail(test_ca)
-    yield server
-    server.stop()
+gmail_server = session_server(FakeGmail, "gmail_server")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from mail.models import Connection, Folder, Message
 from mail.sync import graph as sync_graph
 from mail.tasks import graph_sync
 from tests.harness.graph_api_server import FakeGraph
+from tests.harness.https_server import session_server
 from tests.harness.mailservers import MALFORMED
 from tests.harness.rest_sync import use_api, worker_killed_at_put
 from tests.mail.test_sync_gmail import lease_for, mail, make_connection, object_files, objects_dir, rows, state
@@ -25,11 +26,7 @@ pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 __all__ = ["objects_dir"]  # the fixture, shared with the Gmail tests
 
 
-@pytest.fixture(scope="session")
-def graph_server(test_ca):
-    server = FakeGraph(test_ca)
-    yield server
-    server.stop()
+graph_server = session_server(FakeGraph, "graph_server")
 
 
 @pytest.fixture

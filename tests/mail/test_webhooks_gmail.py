@@ -22,8 +22,9 @@ from mail.models import Connection
 from mail.sync import push
 from mail.tasks import push_close, push_open, push_renew_due, webhook_process
 from tests.harness.google_push import AUDIENCE, SERVICE_ACCOUNT, TOPIC, GoogleCerts, envelope
+from tests.harness.https_server import session_server
+from tests.harness.oauth_flow import browser, google, google_server, sent
 from tests.harness.webhook_helpers import disconnect, dropped_log, handed, leased_run, record_chains, verdicts
-from tests.mail.test_oauth_google import browser, google, google_server, sent
 from tests.mail.test_sync_gmail import gmail, gmail_server, lease_for, make_connection, objects_dir
 
 __all__ = ["browser", "gmail", "gmail_server", "google", "google_server", "handed", "objects_dir", "sent"]
@@ -31,11 +32,7 @@ __all__ = ["browser", "gmail", "gmail_server", "google", "google_server", "hande
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 
 
-@pytest.fixture(scope="session")
-def certs_server(test_ca):
-    server = GoogleCerts(test_ca)
-    yield server
-    server.stop()
+certs_server = session_server(GoogleCerts, "certs_server")
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from aiemaily.webhooks.services import secret_digest
 from mail.models import Connection
 from mail.sync import push
 from mail.tasks import push_open, webhook_process
+from tests.harness.oauth_flow import browser, microsoft, microsoft_server, sent
 from tests.harness.webhook_helpers import disconnect, dropped_log, handed, leased_run, record_chains, verdicts
-from tests.mail.test_oauth_microsoft import browser, microsoft, microsoft_server, sent
 from tests.mail.test_sync_gmail import lease_for, make_connection, objects_dir
 from tests.mail.test_sync_graph import graph, graph_server
 
