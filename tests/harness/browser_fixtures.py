@@ -1,5 +1,5 @@
 """Shared helpers for the browser and image-proxy tests: Debian's Chromium, a page that records CSP
-violations, signing in through the login form, and a fake remote site.
+violations, signing in through the login form, waiting for the offline summary, and a fake remote site.
 
 The fake "remote" image server listens on 127.0.0.1, which the SSRF guard refuses by default: tests
 that want it reachable list 127.0.0.1 in AIEMAILY_ALLOWED_PRIVATE_HOSTS, and the others prove it
@@ -58,6 +58,16 @@ def sign_in(page, base: str, user) -> None:
     page.fill("input[name=password]", DEFAULT_PASSWORD)
     page.click("form.card button[type=submit]")
     page.wait_for_url(base + "/dashboard/")
+
+
+def offline_summary(page, logs) -> str:
+    """The summary worker-ai made offline, once the page (which polls for it) shows it; if it never
+    does, the failure carries `logs()` (the workers' output)."""
+    try:
+        page.wait_for_selector('.ai-summary [data-ai-source="offline"]', timeout=60_000)
+    except Exception:
+        raise AssertionError(logs()) from None
+    return page.inner_text(".ai-summary")
 
 
 class _RemoteSite(BaseHTTPRequestHandler):

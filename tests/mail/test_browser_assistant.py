@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.conftest import issue_tokens
-from tests.harness.browser_fixtures import open_page, sign_in
+from tests.harness.browser_fixtures import offline_summary, open_page, sign_in
 from tests.harness.processes import mail_worker_env, running_workers, wait_for
 from tests.project.test_browser_csp import browser, violations  # noqa: F401 - fixture
 
@@ -62,11 +62,7 @@ def test_offline_summary_draft_and_send_in_the_browser(browser, live_server, wor
 
         # The page asks for the summary, polls (static/js/assistant.js) and reloads when worker-ai is done.
         page.goto(f"{live_server.url}/mail/{message['id']}/")
-        try:
-            page.wait_for_selector('.ai-summary [data-ai-source="offline"]', timeout=60_000)
-        except Exception:
-            raise AssertionError(logs()) from None
-        summary = page.inner_text(".ai-summary")
+        summary = offline_summary(page, logs)
         assert "Offline (no AI provider; nothing left Aiemaily)" in summary
         assert "1 message between Alice Example" in summary and "Thursday" in summary
 

@@ -14,7 +14,6 @@ import logging
 import pytest
 
 from aiemaily.ownership.binding import owner_scope
-from mail import blobstore
 from mail.models import Connection, Message
 from mail.sync import gmail as sync_gmail
 from mail.tasks import gmail_sync
@@ -23,22 +22,16 @@ from tests.harness.gmail_api_server import FakeGmail
 from tests.harness.https_server import session_server
 from tests.harness.mailservers import MALFORMED
 from tests.harness.oauth_flow import browser, google, google_server, sent
+from tests.harness.object_store import objects_dir
 from tests.harness.rest_sync import use_api, worker_killed_at_put
 
-__all__ = ["browser", "google", "google_server", "sent"]  # the local Google's fixtures, for the end-to-end test
+# The local Google's fixtures, for the end-to-end test, and the object store for everyone.
+__all__ = ["browser", "google", "google_server", "objects_dir", "sent"]
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 
 
 gmail_server = session_server(FakeGmail, "gmail_server")
-
-
-@pytest.fixture
-def objects_dir(settings, tmp_path):
-    settings.AIEMAILY_OBJECTS_DIR = tmp_path / "objects"
-    blobstore._storage.cache_clear()
-    yield settings.AIEMAILY_OBJECTS_DIR
-    blobstore._storage.cache_clear()
 
 
 @pytest.fixture
