@@ -32,11 +32,11 @@ import base64
 import json
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.harness.https_server import TLSServer, write_response
+from tests.harness.https_server import Response, TLSServer, write_response
 
 
 @dataclass
@@ -54,17 +54,6 @@ class Recorded:
     def param(self, name: str, default=None):
         values = self.query.get(name)
         return values[0] if values else default
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: dict = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, payload, **headers) -> "Response":
-        return cls(status, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=UTF-8", **headers})
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,13 +1,28 @@
 """The HTTPS part the local provider fakes share (tests/harness/gmail_api_server.py and the fakes built
 on it, tests/harness/oauth_servers.py): a ThreadingHTTPServer on 127.0.0.1 in a daemon thread, with a
-certificate from the test CA, that hands each request to its owner; the writing of an answer; and the
-session-wide fixture that runs one fake for the whole test run."""
+certificate from the test CA, that hands each request to its owner; the Response a fake answers and
+its writing; and the session-wide fixture that runs one fake for the whole test run."""
 
+import json
 import ssl
 import threading
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+
+@dataclass
+class Response:
+    """What a fake answers."""
+
+    status: int
+    body: bytes = b""
+    headers: dict = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, payload, **headers) -> "Response":
+        return cls(status, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=UTF-8", **headers})
 
 
 class TLSServer(ThreadingHTTPServer):

@@ -28,7 +28,7 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
@@ -36,6 +36,7 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.harness.https_server import Response as BaseResponse
 from tests.harness.https_server import TLSServer, write_response
 
 CODE_LIFETIME = 600
@@ -64,11 +65,8 @@ class Recorded:
         return unquote_plus(client_id), unquote_plus(secret)
 
 
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: dict = field(default_factory=dict)
+class Response(BaseResponse):
+    """As the OAuth servers answer: JSON never cached (RFC 6749 5.1), and redirects back to the client."""
 
     @classmethod
     def json(cls, status: int, payload) -> "Response":
