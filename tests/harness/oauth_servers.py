@@ -219,6 +219,13 @@ class FakeOAuthServer:
     def route(self, request: Recorded) -> Response:
         raise NotImplementedError
 
+    def code_refused(self, error: str) -> Response:
+        """The token endpoint's answer to a code redeem_code() refused, worded as the provider words it."""
+        raise NotImplementedError
+
+    def _token_body(self, grant: Grant, request: Recorded | None = None, *, nonce=None) -> dict:
+        raise NotImplementedError
+
     def client_auth(self, request: Recorded) -> tuple[str | None, str | None]:
         """client_secret_basic or client_secret_post, as RFC 6749 2.3.1 allows."""
         basic = request.basic_auth()
@@ -226,8 +233,21 @@ class FakeOAuthServer:
             return basic
         return request.form.get("client_id"), request.form.get("client_secret")
 
-    def id_token(self, claims: dict) -> str:
+    def id_token(self, claims: dict, nonce=None) -> str:
+        if nonce:
+            claims["nonce"] = nonce
         return jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def _token_for_code(self, request: Recorded) -> Response:
+        """The authorization_code grant: a refused code answers as the provider words it (code_refused)."""
+        code = self.redeem_code(request)
+        if isinstance(code, str):
+            return self.code_refused(code)
+        with self.lock:
+            body = self._token_body(code.grant, request, nonce=code.nonce)
+            if code.offline:
+                body["refresh_token"] = self.new_refresh_token(code.grant)
+        return Response.json(200, body)
 
     def issue_code(self, request: Recorded, granted: list[str], *, offline: bool) -> str:
         account = request.query.get("test_account", "someone@example.test")
@@ -375,7 +395,7 @@ class FakeGoogle(FakeOAuthServer):
             return self._token_for_refresh(request)
         return self._error(400, "unsupported_grant_type", "Invalid grant_type: " + str(grant_type))
 
-    def _token_body(self, grant: Grant, *, nonce=None) -> dict:
+    def _token_body(self, grant: Grant, request: Recorded | None = None, *, nonce=None) -> dict:
         now = int(time.time())
         access = self.new_access_token(grant)
         body = {"access_token": access, "expires_in": ACCESS_LIFETIME, "scope": " ".join(grant.scopes),
@@ -385,20 +405,11 @@ class FakeGoogle(FakeOAuthServer):
                       "at_hash": _s256(access)[:22], "iat": now, "exp": now + 3600}
             if any(s in grant.scopes for s in ("email", "https://www.googleapis.com/auth/userinfo.email")):
                 claims.update(email=grant.account, email_verified=True)
-            if nonce:
-                claims["nonce"] = nonce
-            body["id_token"] = self.id_token(claims)
+            body["id_token"] = self.id_token(claims, nonce)
         return body
 
-    def _token_for_code(self, request):
-        code = self.redeem_code(request)
-        if isinstance(code, str):
-            return self._error(400, code, "Malformed auth code." if code == "invalid_grant" else "Bad Request")
-        with self.lock:
-            body = self._token_body(code.grant, nonce=code.nonce)
-            if code.offline:
-                body["refresh_token"] = self.new_refresh_token(code.grant)
-        return Response.json(200, body)
+    def code_refused(self, error):
+        return self._error(400, error, "Malformed auth code." if error == "invalid_grant" else "Bad Request")
 
     def _token_for_refresh(self, request):
         time.sleep(self.token_delay)
@@ -556,21 +567,12 @@ class FakeMicrosoft(FakeOAuthServer):
                       "aio": secrets.token_urlsafe(12)}
             if "email" in grant.scopes:
                 claims["email"] = grant.account
-            if nonce:
-                claims["nonce"] = nonce
-            body["id_token"] = self.id_token(claims)
+            body["id_token"] = self.id_token(claims, nonce)
         return body
 
-    def _token_for_code(self, request):
-        code = self.redeem_code(request)
-        if isinstance(code, str):
-            return self._error(400, "invalid_grant", 54005 if code == "invalid_grant" else 50011,
-                               "OAuth2 Authorization code was already redeemed, expired, or does not match.")
-        with self.lock:
-            body = self._token_body(code.grant, request, nonce=code.nonce)
-            if code.offline:
-                body["refresh_token"] = self.new_refresh_token(code.grant)
-        return Response.json(200, body)
+    def code_refused(self, error):
+        return self._error(400, "invalid_grant", 54005 if error == "invalid_grant" else 50011,
+                           "OAuth2 Authorization code was already redeemed, expired, or does not match.")
 
     def _token_for_refresh(self, request):
         time.sleep(self.token_delay)
