@@ -23,5 +23,5 @@ def run_together(work, count: int) -> tuple[list, list]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(120)  # generous for two busy cores; a thread still running is missing from `results`
     return results, errors
