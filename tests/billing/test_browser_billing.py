@@ -10,8 +10,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from tests.harness.billing_fixtures import PRICE_PRO, WEBHOOK_SECRET, stripe_fake, stripe_server
+from tests.harness.browser_fixtures import open_page, sign_in
 from tests.harness.processes import Worker, wait_for
-from tests.project.test_browser_csp import COLLECT_VIOLATIONS, browser, violations  # noqa: F401 - fixture
+from tests.project.test_browser_csp import browser, violations  # noqa: F401 - fixture
 
 __all__ = ["stripe_fake", "stripe_server"]
 
@@ -35,25 +36,18 @@ def sync_worker(tmp_path, stripe_fake, test_ca):
 @pytest.mark.claim("billing-minimal-data")
 def test_upgrade_through_hosted_checkout_and_the_webhook_shows_pro(browser, live_server, stripe_fake,  # noqa: F811
                                                                   sync_worker):
-    from tests.harness.factories import DEFAULT_PASSWORD, UserFactory
+    from tests.harness.factories import UserFactory
 
     stripe_fake.deliver_to = (live_server.url + "/webhooks/stripe", WEBHOOK_SECRET)
     user = UserFactory()
     # The local Stripe's certificate comes from the test CA, which this browser does not know.
-    context = browser.new_context(ignore_https_errors=True)
-    context.add_init_script(COLLECT_VIOLATIONS)
+    context, page = open_page(browser, timeout_ms=20_000, ignore_https_errors=True)
     posted, console = [], []
     context.on("request", lambda r: posted.append((r.url, r.post_data or "")) if r.method == "POST"
                and r.url.startswith(live_server.url) else None)
-    page = context.new_page()
     page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
-    page.set_default_timeout(20_000)
     try:
-        page.goto(live_server.url + "/accounts/login/")
-        page.fill("input[name=username]", user.email)
-        page.fill("input[name=password]", DEFAULT_PASSWORD)
-        page.click("form.card button[type=submit]")
-        page.wait_for_url(live_server.url + "/dashboard/")
+        sign_in(page, live_server.url, user)
 
         page.goto(live_server.url + "/billing/")
         assert page.get_attribute("[data-plan]", "data-plan") == "free"

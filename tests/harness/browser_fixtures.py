@@ -1,4 +1,5 @@
-"""Shared helpers for the browser and image-proxy tests: Debian's Chromium, and a fake remote site.
+"""Shared helpers for the browser and image-proxy tests: Debian's Chromium, a page that records CSP
+violations, signing in through the login form, waiting for the offline summary, and a fake remote site.
 
 The fake "remote" image server listens on 127.0.0.1, which the SSRF guard refuses by default: tests
 that want it reachable list 127.0.0.1 in AIEMAILY_ALLOWED_PRIVATE_HOSTS, and the others prove it
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.harness.factories import DEFAULT_PASSWORD
 from tests.harness.system import require_tool
 
 CHROMIUM = "/usr/bin/chromium"
@@ -25,8 +27,47 @@ PNG = base64.b64decode(
 )
 
 
+# Injected into every page over the DevTools protocol (the page's own CSP does not apply to it), so a
+# test can read what the browser refused: see violations() in tests/project/test_browser_csp.py.
+COLLECT_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push({directive: e.effectiveDirective, blocked: e.blockedURI, source: e.sourceFile});
+});
+"""
+
+
 def ensure_chromium() -> str:
     return require_tool("chromium")
+
+
+def open_page(browser, *, timeout_ms: int, **context_options):
+    """A fresh browser context whose documents record CSP violations, and its first page, which fails
+    rather than hangs when something never appears. Returns (context, page); the caller closes the context."""
+    context = browser.new_context(**context_options)
+    context.add_init_script(COLLECT_VIOLATIONS)
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    return context, page
+
+
+def sign_in(page, base: str, user) -> None:
+    """Signs `user` in through the login form, as a person would, and waits for the dashboard."""
+    page.goto(base + "/accounts/login/")
+    page.fill("input[name=username]", user.email)
+    page.fill("input[name=password]", DEFAULT_PASSWORD)
+    page.click("form.card button[type=submit]")
+    page.wait_for_url(base + "/dashboard/")
+
+
+def offline_summary(page, logs) -> str:
+    """The summary worker-ai made offline, once the page (which polls for it) shows it; if it never
+    does, the failure carries `logs()` (the workers' output)."""
+    try:
+        page.wait_for_selector('.ai-summary [data-ai-source="offline"]', timeout=60_000)
+    except Exception:
+        raise AssertionError(logs()) from None
+    return page.inner_text(".ai-summary")
 
 
 class _RemoteSite(BaseHTTPRequestHandler):

@@ -30,12 +30,13 @@ drop_answer(path_part, times) processes them but drops the connection instead of
 
 import base64
 import json
-import ssl
 import threading
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.harness.https_server import Response, TLSServer, write_response
 
 
 @dataclass
@@ -55,21 +56,10 @@ class Recorded:
         return values[0] if values else default
 
 
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: dict = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, payload, **headers) -> "Response":
-        return cls(status, json.dumps(payload).encode(), {"Content-Type": "application/json; charset=UTF-8", **headers})
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stalls
-    server: "_TLSServer"
+    server: TLSServer
 
     def do_GET(self):
         parts = urlsplit(self.path)
@@ -84,33 +74,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
             return
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
+        write_response(self, response)
 
     do_POST = do_PATCH = do_DELETE = do_GET
 
     def log_message(self, *args):  # the recorded requests are the log
         pass
-
-
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, owner, context: ssl.SSLContext):
-        self.owner, self.context = owner, context
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def finish_request(self, request, client_address):
-        # The handshake runs in the request's thread, so a slow client never blocks accept().
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        super().finish_request(request, client_address)
 
 
 class HttpsFake:
@@ -119,12 +88,7 @@ class HttpsFake:
     path_prefix = ""
 
     def __init__(self, ca):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(ca.cert_file, ca.key_file)
-        self._server = _TLSServer(self, context)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = TLSServer(self, ca, _Handler).start()
         self.origin = f"https://127.0.0.1:{self._server.server_address[1]}"
         self.base = self.origin + self.path_prefix
         self.lock = threading.RLock()
@@ -140,8 +104,7 @@ class HttpsFake:
             self.drop_answers: list[list] = []  # [path_part, times]: process the request, then drop the reply
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def fail(self, path_part: str, status: int, times: int = 1, headers: dict | None = None,
              reason: str = "backendError") -> None:

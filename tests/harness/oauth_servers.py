@@ -25,17 +25,19 @@ import base64
 import hashlib
 import json
 import secrets
-import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.harness.https_server import Response as BaseResponse
+from tests.harness.https_server import TLSServer, write_response
 
 CODE_LIFETIME = 600
 ACCESS_LIFETIME = 3599
@@ -63,11 +65,8 @@ class Recorded:
         return unquote_plus(client_id), unquote_plus(secret)
 
 
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    headers: dict = field(default_factory=dict)
+class Response(BaseResponse):
+    """As the OAuth servers answer: JSON never cached (RFC 6749 5.1), and redirects back to the client."""
 
     @classmethod
     def json(cls, status: int, payload) -> "Response":
@@ -102,6 +101,11 @@ class Code:
     used: bool = False
 
 
+def _shaped(shape: tuple[str, int]) -> str:
+    prefix, size = shape
+    return prefix + secrets.token_urlsafe(size)
+
+
 def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
@@ -125,32 +129,13 @@ class _Handler(BaseHTTPRequestHandler):
         request = Recorded(self.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)), form,
                            {k.lower(): v for k, v in self.headers.items()})
         response = self.server.owner.handle(request)
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
+        write_response(self, response)
 
     def log_message(self, *args):  # quiet: the recorded requests are the log
         pass
 
 
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, owner, context: ssl.SSLContext):
-        self.owner, self.context = owner, context
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def finish_request(self, request, client_address):
-        # The TLS handshake runs in the request's own thread, so a slow client never blocks accept().
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        super().finish_request(request, client_address)
-
+class _TLSServer(TLSServer):
     def handle_error(self, request, client_address):
         pass  # a client that hangs up mid-request is not a test failure
 
@@ -159,9 +144,6 @@ class FakeOAuthServer:
     """The common part: TLS, threads, request log, clients, grants, codes and tokens."""
 
     def __init__(self, test_ca, *, client_id: str, client_secret: str):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(test_ca.cert_file, test_ca.key_file)
         self.ca_file = str(test_ca.ca_file)
         self.client_id, self.client_secret = client_id, client_secret
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -175,15 +157,12 @@ class FakeOAuthServer:
         self.rotate_refresh_tokens = False
         self.token_delay = 0.0  # seconds the token endpoint thinks before answering a refresh
         self.fail_token_endpoint: int | None = None  # answer every token request with this 5xx
-        self._server = _TLSServer(self, context)
+        self._server = _TLSServer(self, test_ca, _Handler).start()
         self.port = self._server.server_address[1]
         self.base_url = f"https://localhost:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def reset(self) -> None:
         """Forget everything: each test starts with a server nobody has used."""
@@ -240,6 +219,13 @@ class FakeOAuthServer:
     def route(self, request: Recorded) -> Response:
         raise NotImplementedError
 
+    def code_refused(self, error: str) -> Response:
+        """The token endpoint's answer to a code redeem_code() refused, worded as the provider words it."""
+        raise NotImplementedError
+
+    def _token_body(self, grant: Grant, request: Recorded | None = None, *, nonce=None) -> dict:
+        raise NotImplementedError
+
     def client_auth(self, request: Recorded) -> tuple[str | None, str | None]:
         """client_secret_basic or client_secret_post, as RFC 6749 2.3.1 allows."""
         basic = request.basic_auth()
@@ -247,8 +233,21 @@ class FakeOAuthServer:
             return basic
         return request.form.get("client_id"), request.form.get("client_secret")
 
-    def id_token(self, claims: dict) -> str:
+    def id_token(self, claims: dict, nonce=None) -> str:
+        if nonce:
+            claims["nonce"] = nonce
         return jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def _token_for_code(self, request: Recorded) -> Response:
+        """The authorization_code grant: a refused code answers as the provider words it (code_refused)."""
+        code = self.redeem_code(request)
+        if isinstance(code, str):
+            return self.code_refused(code)
+        with self.lock:
+            body = self._token_body(code.grant, request, nonce=code.nonce)
+            if code.offline:
+                body["refresh_token"] = self.new_refresh_token(code.grant)
+        return Response.json(200, body)
 
     def issue_code(self, request: Recorded, granted: list[str], *, offline: bool) -> str:
         account = request.query.get("test_account", "someone@example.test")
@@ -317,20 +316,26 @@ class FakeOAuthServer:
             granted = granted + earlier
         return granted
 
+    # What the provider's codes and tokens look like, set by each provider: (prefix, random bytes).
+    code_shape: tuple[str, int]
+    refresh_token_shape: tuple[str, int]
+    access_token_shape: tuple[str, int]
+
     def new_code(self) -> str:
-        raise NotImplementedError
+        return _shaped(self.code_shape)
 
     def refresh_token_format(self) -> str:
-        raise NotImplementedError
+        return _shaped(self.refresh_token_shape)
 
     def access_token_format(self) -> str:
-        raise NotImplementedError
+        return _shaped(self.access_token_shape)
 
 
 class FakeGoogle(FakeOAuthServer):
     """accounts.google.com + oauth2.googleapis.com + openidconnect.googleapis.com, in one server."""
 
     issuer = "https://accounts.google.com"
+    code_shape, refresh_token_shape, access_token_shape = ("4/0A", 60), ("1//0", 75), ("ya29.a0", 120)
 
     def __init__(self, test_ca):
         super().__init__(test_ca, client_id=f"{secrets.token_hex(6)}-test.apps.googleusercontent.com",
@@ -346,15 +351,6 @@ class FakeGoogle(FakeOAuthServer):
         return {"GOOGLE_OAUTH_CLIENT_ID": self.client_id, "GOOGLE_OAUTH_CLIENT_SECRET": self.client_secret,
                 "GOOGLE_AUTH_URI": f"{self.base_url}/o/oauth2/v2/auth", "GOOGLE_TOKEN_URI": f"{self.base_url}/token",
                 "GOOGLE_REVOKE_URI": f"{self.base_url}/revoke", "GOOGLE_USERINFO_URI": f"{self.base_url}/v1/userinfo"}
-
-    def new_code(self):
-        return "4/0A" + secrets.token_urlsafe(60)
-
-    def refresh_token_format(self):
-        return "1//0" + secrets.token_urlsafe(75)
-
-    def access_token_format(self):
-        return "ya29.a0" + secrets.token_urlsafe(120)
 
     def route(self, request):
         if request.method == "GET" and request.path == "/o/oauth2/v2/auth":
@@ -399,7 +395,7 @@ class FakeGoogle(FakeOAuthServer):
             return self._token_for_refresh(request)
         return self._error(400, "unsupported_grant_type", "Invalid grant_type: " + str(grant_type))
 
-    def _token_body(self, grant: Grant, *, nonce=None) -> dict:
+    def _token_body(self, grant: Grant, request: Recorded | None = None, *, nonce=None) -> dict:
         now = int(time.time())
         access = self.new_access_token(grant)
         body = {"access_token": access, "expires_in": ACCESS_LIFETIME, "scope": " ".join(grant.scopes),
@@ -409,20 +405,11 @@ class FakeGoogle(FakeOAuthServer):
                       "at_hash": _s256(access)[:22], "iat": now, "exp": now + 3600}
             if any(s in grant.scopes for s in ("email", "https://www.googleapis.com/auth/userinfo.email")):
                 claims.update(email=grant.account, email_verified=True)
-            if nonce:
-                claims["nonce"] = nonce
-            body["id_token"] = self.id_token(claims)
+            body["id_token"] = self.id_token(claims, nonce)
         return body
 
-    def _token_for_code(self, request):
-        code = self.redeem_code(request)
-        if isinstance(code, str):
-            return self._error(400, code, "Malformed auth code." if code == "invalid_grant" else "Bad Request")
-        with self.lock:
-            body = self._token_body(code.grant, nonce=code.nonce)
-            if code.offline:
-                body["refresh_token"] = self.new_refresh_token(code.grant)
-        return Response.json(200, body)
+    def code_refused(self, error):
+        return self._error(400, error, "Malformed auth code." if error == "invalid_grant" else "Bad Request")
 
     def _token_for_refresh(self, request):
         time.sleep(self.token_delay)
@@ -460,6 +447,7 @@ class FakeMicrosoft(FakeOAuthServer):
     """login.microsoftonline.com for the v2.0 endpoints, any tenant segment (common, organizations, a GUID)."""
 
     tenant_id = "9188040d-6c67-4c5b-b112-36a304b66dad"  # the tenant Microsoft uses for personal accounts
+    code_shape, refresh_token_shape, access_token_shape = ("M.C5", 90), ("M.C5", 200), ("EwB", 300)
 
     def __init__(self, test_ca):
         super().__init__(test_ca, client_id=str(uuid.uuid4()), client_secret="Qq8~" + secrets.token_urlsafe(30))
@@ -477,15 +465,6 @@ class FakeMicrosoft(FakeOAuthServer):
     def settings(self) -> dict:
         return {"MICROSOFT_CLIENT_ID": self.client_id, "MICROSOFT_CLIENT_SECRET": self.client_secret,
                 "MICROSOFT_AUTHORITY": self.authority}
-
-    def new_code(self):
-        return "M.C5" + secrets.token_urlsafe(90)
-
-    def refresh_token_format(self):
-        return "M.C5" + secrets.token_urlsafe(200)
-
-    def access_token_format(self):
-        return "EwB" + secrets.token_urlsafe(300)
 
     def route(self, request):
         tenant, _, rest = request.path.lstrip("/").partition("/")
@@ -588,21 +567,12 @@ class FakeMicrosoft(FakeOAuthServer):
                       "aio": secrets.token_urlsafe(12)}
             if "email" in grant.scopes:
                 claims["email"] = grant.account
-            if nonce:
-                claims["nonce"] = nonce
-            body["id_token"] = self.id_token(claims)
+            body["id_token"] = self.id_token(claims, nonce)
         return body
 
-    def _token_for_code(self, request):
-        code = self.redeem_code(request)
-        if isinstance(code, str):
-            return self._error(400, "invalid_grant", 54005 if code == "invalid_grant" else 50011,
-                               "OAuth2 Authorization code was already redeemed, expired, or does not match.")
-        with self.lock:
-            body = self._token_body(code.grant, request, nonce=code.nonce)
-            if code.offline:
-                body["refresh_token"] = self.new_refresh_token(code.grant)
-        return Response.json(200, body)
+    def code_refused(self, error):
+        return self._error(400, "invalid_grant", 54005 if error == "invalid_grant" else 50011,
+                           "OAuth2 Authorization code was already redeemed, expired, or does not match.")
 
     def _token_for_refresh(self, request):
         time.sleep(self.token_delay)

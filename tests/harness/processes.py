@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -99,6 +101,25 @@ class Worker:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def mail_worker_env(test_ca) -> dict:
+    """What a worker needs to reach the local Dovecot and SMTP servers: the test CA, and localhost allowed."""
+    return {"AIEMAILY_MAIL_CA_BUNDLE": str(test_ca.ca_file), "AIEMAILY_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,localhost"}
+
+
+@contextmanager
+def running_workers(tmp_path: Path, roles: tuple[str, ...], extra_env: dict | None = None) -> Iterator[list[Worker]]:
+    """One real worker per role (each on the queue of its name), all ready before the body runs and
+    stopped after it, whatever happens."""
+    started = [Worker(role, role, tmp_path / f"{role}.log", extra_env) for role in roles]
+    try:
+        for worker in started:
+            worker.wait_ready()
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):

@@ -1,8 +1,18 @@
-"""What the Gmail and Graph webhook tests share: the capture of hand-offs to worker-sync and the ledger."""
+"""What the Gmail and Graph webhook tests share: the capture of hand-offs to worker-sync and the ledger,
+the chains a commit publishes, a disconnect, and a worker-sync task run with a vault-leased token.
+Import the `handed` fixture by name."""
 
 import threading
 
+import pytest
+from celery import canvas
+
+from aiemaily.celery import app as celery_app
+from aiemaily.ownership.binding import owner_scope
 from aiemaily.webhooks.models import WebhookDelivery
+from mail import services
+from mail.models import Connection
+from secrets_vault.tasks import oauth_access_lease
 
 PROCESS_TASK = "mail.tasks.webhook_process"
 
@@ -24,6 +34,13 @@ class Sent:
         return [ledger_id for args in self.processing() for ledger_id in args[0]]
 
 
+@pytest.fixture
+def handed(monkeypatch):
+    capture = Sent()
+    monkeypatch.setattr(celery_app, "send_task", capture)
+    return capture
+
+
 def verdicts(provider: str) -> list[str]:
     return list(WebhookDelivery.objects.unscoped(reason="test").filter(provider=provider).order_by("received_at")
                 .values_list("verdict", flat=True))
@@ -31,3 +48,28 @@ def verdicts(provider: str) -> list[str]:
 
 def dropped_log(caplog) -> list[str]:
     return [r.verdict for r in caplog.records if getattr(r, "event", "") == "webhook_dropped"]
+
+
+def record_chains(monkeypatch, *, names: bool = False) -> list:
+    """Chains published from here on, kept instead of sent: each as its task signatures, or their names."""
+    chains = []
+    if names:
+        monkeypatch.setattr(canvas._chain, "apply_async",
+                            lambda self, *a, **kw: chains.append([t.name for t in self.tasks]))
+    else:
+        monkeypatch.setattr(canvas._chain, "apply_async", lambda self, *a, **kw: chains.append(self.tasks))
+    return chains
+
+
+def disconnect(user, connection_id, capture, *, execute: bool, keep_mail: bool) -> None:
+    """The owner disconnects the mailbox; the commit's callbacks run only with `execute`."""
+    with owner_scope(user), capture(execute=execute):
+        services.connection_disconnect(owner=user, connection=Connection.objects.for_owner(user).get(pk=connection_id),
+                                       keep_mail=keep_mail)
+
+
+def leased_run(task, user, connection_id):
+    """Runs a worker-sync task as its chain would: after the vault leased it a fresh access token."""
+    owner = str(user.pk)
+    return task(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
+                connection_id=connection_id)

@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from mail import autoconfig
 from mail.web.forms import ImapConnectionForm
+from tests.harness.browser_fixtures import sign_in
 from tests.harness.factories import UserFactory
 from tests.project.test_browser_csp import browser, page  # noqa: F401 - shared browser fixtures
 
@@ -226,15 +227,9 @@ def test_a_separate_smtp_password_is_required_when_not_shared(settings):
 
 @pytest.mark.usefixtures("transactional_db")
 def test_the_form_fills_itself_in_the_browser(page, live_server):  # noqa: F811 - the shared browser fixture
-    from tests.harness.factories import DEFAULT_PASSWORD
     from tests.project.test_browser_csp import violations
 
-    user = UserFactory()
-    page.goto(live_server.url + "/accounts/login/")
-    page.fill("input[name=username]", user.email)
-    page.fill("input[name=password]", DEFAULT_PASSWORD)
-    page.click("form.card button[type=submit]")
-    page.wait_for_url(live_server.url + "/dashboard/")
+    sign_in(page, live_server.url, UserFactory())
 
     page.goto(live_server.url + "/connections/add/imap/")
     page.fill("input[name=smtp_host]", "my.own.smtp")  # typed by the user: must survive the lookup

@@ -9,8 +9,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.conftest import issue_tokens
-from tests.harness.processes import Worker, wait_for
-from tests.project.test_browser_csp import COLLECT_VIOLATIONS, browser, violations  # noqa: F401 - fixture
+from tests.harness.browser_fixtures import offline_summary, open_page, sign_in
+from tests.harness.processes import mail_worker_env, running_workers, wait_for
+from tests.project.test_browser_csp import browser, violations  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "vault"]),
               pytest.mark.claim("ai-byok")]
@@ -25,23 +26,14 @@ LUNCH = (b"From: Alice Example <alice@example.test>\r\nTo: you@example.test\r\nS
 
 @pytest.fixture
 def workers(tmp_path, test_ca):
-    extra = {"AIEMAILY_MAIL_CA_BUNDLE": str(test_ca.ca_file), "AIEMAILY_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,localhost"}
-    started = [Worker("vault", "vault", tmp_path / "vault.log", extra),
-               Worker("sync", "sync", tmp_path / "sync.log", extra),
-               Worker("ai", "ai", tmp_path / "ai.log", extra)]
-    try:
-        for worker in started:
-            worker.wait_ready()
+    with running_workers(tmp_path, ("vault", "sync", "ai"), mail_worker_env(test_ca)) as started:
         yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def test_offline_summary_draft_and_send_in_the_browser(browser, live_server, workers, dovecot,  # noqa: F811
                                                        smtp_server, mail_settings):
     from mail import blobstore
-    from tests.harness.factories import DEFAULT_PASSWORD, UserFactory
+    from tests.harness.factories import UserFactory
 
     blobstore._storage.cache_clear()  # this process (web) and the workers share the default objects dir
     imap_user, password = dovecot.add_user()
@@ -64,24 +56,13 @@ def test_offline_summary_draft_and_send_in_the_browser(browser, live_server, wor
                        what="the synced message")
     sent_before = len(smtp_server.messages)
 
-    context = browser.new_context()
-    context.add_init_script(COLLECT_VIOLATIONS)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
+    context, page = open_page(browser, timeout_ms=30_000)
     try:
-        page.goto(live_server.url + "/accounts/login/")
-        page.fill("input[name=username]", user.email)
-        page.fill("input[name=password]", DEFAULT_PASSWORD)
-        page.click("form.card button[type=submit]")
-        page.wait_for_url(live_server.url + "/dashboard/")
+        sign_in(page, live_server.url, user)
 
         # The page asks for the summary, polls (static/js/assistant.js) and reloads when worker-ai is done.
         page.goto(f"{live_server.url}/mail/{message['id']}/")
-        try:
-            page.wait_for_selector('.ai-summary [data-ai-source="offline"]', timeout=60_000)
-        except Exception:
-            raise AssertionError(logs()) from None
-        summary = page.inner_text(".ai-summary")
+        summary = offline_summary(page, logs)
         assert "Offline (no AI provider; nothing left Aiemaily)" in summary
         assert "1 message between Alice Example" in summary and "Thursday" in summary
 

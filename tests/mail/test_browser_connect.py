@@ -4,9 +4,10 @@ through the Redis broker — then syncs it and reads a message. No CSP violation
 
 import pytest
 
+from tests.harness.browser_fixtures import open_page, sign_in
 from tests.harness.mailservers import sample_messages
-from tests.harness.processes import Worker
-from tests.project.test_browser_csp import COLLECT_VIOLATIONS, browser, violations  # noqa: F401 - fixture
+from tests.harness.processes import mail_worker_env, running_workers
+from tests.project.test_browser_csp import browser, violations  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "vault"]),
               pytest.mark.claim("isolated-decryption")]
@@ -14,36 +15,21 @@ pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "vau
 
 @pytest.fixture
 def workers(tmp_path, test_ca):
-    extra = {"AIEMAILY_MAIL_CA_BUNDLE": str(test_ca.ca_file), "AIEMAILY_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,localhost"}
-    started = [Worker("vault", "vault", tmp_path / "vault.log", extra),
-               Worker("sync", "sync", tmp_path / "sync.log", extra)]
-    try:
-        for worker in started:
-            worker.wait_ready()
+    with running_workers(tmp_path, ("vault", "sync"), mail_worker_env(test_ca)) as started:
         yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def test_connect_a_mailbox_from_the_browser_and_see_it_active(browser, live_server, workers, dovecot,  # noqa: F811
                                                              smtp_server, mail_settings):
-    from tests.harness.factories import DEFAULT_PASSWORD, UserFactory
+    from tests.harness.factories import UserFactory
 
     imap_user, password = dovecot.add_user()
     smtp_server.add_user(imap_user, password)
     dovecot.seed(imap_user, sample_messages(5, malformed=False))
     user = UserFactory()
-    context = browser.new_context()
-    context.add_init_script(COLLECT_VIOLATIONS)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
+    context, page = open_page(browser, timeout_ms=20_000)
     try:
-        page.goto(live_server.url + "/accounts/login/")
-        page.fill("input[name=username]", user.email)
-        page.fill("input[name=password]", DEFAULT_PASSWORD)
-        page.click("form.card button[type=submit]")
-        page.wait_for_url(live_server.url + "/dashboard/")
+        sign_in(page, live_server.url, user)
 
         page.goto(live_server.url + "/connections/add/imap/")
         # One password for both protocols (the SMTP field stays hidden), user names left to default

@@ -11,28 +11,37 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Connection, OAuthAttempt
 from mail.web.oauth import oauth_start
-from secrets_vault import services
 from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.oauth import grants as oauth_vault
 from secrets_vault.oauth.base import ProviderUnavailable, pkce_challenge
 from secrets_vault.sealing import lease_open
 from secrets_vault.services import VaultRefusal
 from secrets_vault.tasks import oauth_access_lease, oauth_exchange, oauth_revoke
+from tests.harness.concurrency import run_together
 from tests.harness.factories import UserFactory
-from tests.harness.oauth_servers import FakeGoogle
+from tests.harness.oauth_flow import (
+    browser,
+    callback,
+    google,
+    google_server,
+    sent,
+    start,
+    stored_refresh_token,
+    url_query,
+)
 from tests.harness.processes import ROOT, role_env
+
+__all__ = ["browser", "google", "google_server", "sent"]
 
 pytestmark = [pytest.mark.django_db(databases=["default", "vault"])]
 
@@ -43,53 +52,12 @@ CALLBACK = "http://testserver/connections/oauth/gmail/callback"
 ACCOUNT = "ada@gmail.test"
 
 
-@pytest.fixture(scope="session")
-def google_server(test_ca):
-    server = FakeGoogle(test_ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def google(google_server, settings, test_ca):
-    google_server.reset()
-    for name, value in google_server.settings.items():
-        setattr(settings, name, value)
-    settings.AIEMAILY_OAUTH_CA_BUNDLE = str(test_ca.ca_file)
-    return google_server
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """Tasks published to the broker, kept here instead: (name, args)."""
-    published = []
-    monkeypatch.setattr("celery.app.task.Task.apply_async",
-                        lambda self, args=None, kwargs=None, **options: published.append((self.name, list(args or []))))
-    return published
-
-
-@pytest.fixture
-def browser(user):
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _query(url: str) -> dict:
-    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
-
-
 def _start(auth_client, **body) -> dict:
-    response = auth_client.post("/api/v1/connections", {"provider": "gmail", **body}, format="json")
-    assert response.status_code == 201, response.content
-    return response.json()
+    return start(auth_client, "gmail", **body)
 
 
 def _callback(browser, location: str, capture):
-    parts = urlsplit(location)
-    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == CALLBACK
-    with capture(execute=True):
-        return browser.get(f"{parts.path}?{parts.query}")
+    return callback(browser, location, capture, expected=CALLBACK)
 
 
 def _exchange(sent) -> dict:
@@ -136,7 +104,7 @@ def test_gmail_connects_end_to_end(auth_client, browser, user, google, sent, dja
     assert created["status"] == "pending" and created["provider"] == "gmail"
     url = created["authorize_url"]
     assert url.startswith(f"{google.base_url}/o/oauth2/v2/auth?")
-    q = _query(url)
+    q = url_query(url)
     assert q["scope"].split() == EVERYTHING  # exactly the table's scopes, nothing else
     assert (q["client_id"], q["redirect_uri"], q["response_type"]) == (google.client_id, CALLBACK, "code")
     assert (q["access_type"], q["include_granted_scopes"], q["prompt"]) == ("offline", "true", "consent")
@@ -145,7 +113,7 @@ def test_gmail_connects_end_to_end(auth_client, browser, user, google, sent, dja
     assert google.client_secret not in url and "client_secret" not in q
 
     location = google.consent(url, account=ACCOUNT)
-    code = _query(location)["code"]
+    code = url_query(location)["code"]
     response = _callback(browser, location, django_capture_on_commit_callbacks)
     assert response.status_code == 302 and response["Location"] == f"/connections/{created['id']}/"
 
@@ -194,7 +162,7 @@ def test_gmail_connects_end_to_end(auth_client, browser, user, google, sent, dja
 ])
 def test_each_capability_asks_for_its_own_scope_only(auth_client, google, capabilities, expected):
     created = _start(auth_client, capabilities=capabilities)
-    assert _query(created["authorize_url"])["scope"].split() == expected
+    assert url_query(created["authorize_url"])["scope"].split() == expected
     assert created["requested_scopes"] == expected
 
 
@@ -270,7 +238,7 @@ def test_incremental_authorization_asks_only_for_the_added_scope(auth_client, br
     with owner_scope(user):  # as the web request that starts it would be
         connection, url = oauth_start(owner=user, provider="gmail", capabilities=["read", "send"],
                                       redirect_uri=CALLBACK, connection=_connection(user, first["id"]))
-    q = _query(url)
+    q = url_query(url)
     assert q["scope"].split() == [GMAIL + "send"]
     assert q["include_granted_scopes"] == "true" and q["login_hint"] == ACCOUNT
     assert _connection(user, first["id"]).requested_scopes == [*IDENTITY, GMAIL + "readonly"]  # until granted
@@ -297,7 +265,7 @@ def test_reauthorising_needs_the_same_account(auth_client, browser, user, google
         with owner_scope(user):
             _, url = oauth_start(owner=user, provider="gmail", redirect_uri=CALLBACK,
                                  connection=_connection(user, final["id"]))
-        assert _query(url)["scope"].split() == EVERYTHING and _query(url)["login_hint"] == ACCOUNT
+        assert url_query(url)["scope"].split() == EVERYTHING and url_query(url)["login_hint"] == ACCOUNT
         _callback(browser, google.consent(url, account=account), django_capture_on_commit_callbacks)
         _exchange(sent)
         return _connection(user, final["id"])
@@ -430,7 +398,7 @@ def test_a_bad_state_is_400_and_changes_nothing(auth_client, browser, user, goog
     with django_capture_on_commit_callbacks(execute=True):
         response = browser.get(f"{path}?{query}")
     assert response.status_code == 400
-    assert b"not valid" in response.content and _query(location)["code"].encode() not in response.content
+    assert b"not valid" in response.content and url_query(location)["code"].encode() not in response.content
     assert _snapshot(user) == before and sent == []
 
 
@@ -460,7 +428,7 @@ def test_the_callback_needs_a_signed_in_user(google, auth_client):
 def test_declining_at_google_says_so(auth_client, browser, user, google, sent, django_capture_on_commit_callbacks):
     created = _start(auth_client)
     location = google.consent(created["authorize_url"], account=ACCOUNT, deny=True)
-    assert _query(location)["error"] == "access_denied"
+    assert url_query(location)["error"] == "access_denied"
     response = _callback(browser, location, django_capture_on_commit_callbacks)
     assert response.status_code == 302
     final = auth_client.get(f"/api/v1/connections/{created['id']}").json()
@@ -510,30 +478,12 @@ def test_concurrent_refreshes_never_lose_a_rotated_refresh_token(auth_client, br
     would get invalid_grant and the connection would be lost. The row lock serialises them."""
     final = _connect(auth_client, browser, google, sent, django_capture_on_commit_callbacks)
     google.rotate_refresh_tokens, google.token_delay = True, 0.4
-    barrier, leases, errors = threading.Barrier(2), [], []
-
-    def refresh():
-        try:
-            barrier.wait()
-            leases.append(oauth_vault.access_lease(owner_id=user.pk, connection_id=final["id"],
-                                                   purpose="oauth_access_token"))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()  # each thread had its own database connections
-
-    threads = [threading.Thread(target=refresh) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    leases, errors = run_together(lambda: oauth_vault.access_lease(owner_id=user.pk, connection_id=final["id"],
+                                                                   purpose="oauth_access_token"), 2)
     assert errors == [] and len(leases) == 2
     used = [r.form["refresh_token"] for r in google.requests_to("/token") if r.form["grant_type"] == "refresh_token"]
     assert len(used) == 2 and used[0] != used[1]  # the second refresh started from the rotated token
-    with owner_scope(user):
-        connection = Connection.objects.for_owner(user).get(pk=final["id"])
-        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
-                                        purpose="oauth_refresh_token").reveal()
+    connection, stored = stored_refresh_token(user, final["id"])
     assert connection.status == "active"
     assert google.live_refresh_tokens() == [stored]
     for lease in leases:

@@ -9,16 +9,10 @@ user is told where to withdraw consent.
 
 import json
 import logging
-import threading
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.db import connections
-from django.test import Client
 
 from aiemaily.ownership.binding import owner_scope
-from mail.models import Connection
-from secrets_vault import services
 from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.oauth import grants as oauth_vault
 from secrets_vault.oauth.base import pkce_challenge
@@ -26,7 +20,19 @@ from secrets_vault.oauth.microsoft import canonical_scopes
 from secrets_vault.sealing import lease_open
 from secrets_vault.services import VaultRefusal
 from secrets_vault.tasks import oauth_access_lease, oauth_exchange, oauth_revoke
-from tests.harness.oauth_servers import FakeMicrosoft
+from tests.harness.concurrency import run_together
+from tests.harness.oauth_flow import (
+    browser,
+    callback,
+    microsoft,
+    microsoft_server,
+    sent,
+    start,
+    stored_refresh_token,
+    url_query,
+)
+
+__all__ = ["browser", "microsoft", "microsoft_server", "sent"]
 
 pytestmark = [pytest.mark.django_db(databases=["default", "vault"])]
 
@@ -35,52 +41,12 @@ CALLBACK = "http://testserver/connections/oauth/microsoft/callback"
 ACCOUNT = "grace@outlook.test"
 
 
-@pytest.fixture(scope="session")
-def microsoft_server(test_ca):
-    server = FakeMicrosoft(test_ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def microsoft(microsoft_server, settings, test_ca):
-    microsoft_server.reset()
-    for name, value in microsoft_server.settings.items():
-        setattr(settings, name, value)
-    settings.AIEMAILY_OAUTH_CA_BUNDLE = str(test_ca.ca_file)
-    return microsoft_server
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    published = []
-    monkeypatch.setattr("celery.app.task.Task.apply_async",
-                        lambda self, args=None, kwargs=None, **options: published.append((self.name, list(args or []))))
-    return published
-
-
-@pytest.fixture
-def browser(user):
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def _query(url: str) -> dict:
-    return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
-
-
 def _start(auth_client, **body) -> dict:
-    response = auth_client.post("/api/v1/connections", {"provider": "microsoft", **body}, format="json")
-    assert response.status_code == 201, response.content
-    return response.json()
+    return start(auth_client, "microsoft", **body)
 
 
 def _callback(browser, location: str, capture):
-    parts = urlsplit(location)
-    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == CALLBACK
-    with capture(execute=True):
-        return browser.get(f"{parts.path}?{parts.query}")
+    return callback(browser, location, capture, expected=CALLBACK)
 
 
 def _connect(auth_client, browser, microsoft, sent, capture, *, grant=None, **body) -> dict:
@@ -105,14 +71,14 @@ def test_microsoft_connects_end_to_end(auth_client, browser, user, microsoft, se
     created = _start(auth_client)
     url = created["authorize_url"]
     assert url.startswith(f"{microsoft.authority}/oauth2/v2.0/authorize?")
-    q = _query(url)
+    q = url_query(url)
     assert q["scope"].split() == EVERYTHING  # no profile, no User.Read: the address is all we need
     assert (q["client_id"], q["redirect_uri"], q["response_type"]) == (microsoft.client_id, CALLBACK, "code")
     assert q["response_mode"] == "query" and q["code_challenge_method"] == "S256" and len(q["nonce"]) == 64
     assert microsoft.client_secret not in url
 
     location = microsoft.consent(url, account=ACCOUNT)
-    code = _query(location)["code"]
+    code = url_query(location)["code"]
     assert _callback(browser, location, django_capture_on_commit_callbacks).status_code == 302
     assert [r.path for r in microsoft.requests] == ["/common/oauth2/v2.0/authorize"]  # web made no call
     [(_, args)] = sent
@@ -149,10 +115,7 @@ def test_refresh_rotates_the_stored_refresh_token(auth_client, browser, user, mi
     assert microsoft.access_token_valid(access)
     [second] = microsoft.live_refresh_tokens()
     assert second != first
-    with owner_scope(user):
-        connection = Connection.objects.for_owner(user).get(pk=final["id"])
-        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
-                                        purpose="oauth_refresh_token").reveal()
+    connection, stored = stored_refresh_token(user, final["id"])
     assert stored == second
     refresh = microsoft.requests[-1]
     assert refresh.form["grant_type"] == "refresh_token" and refresh.form["refresh_token"] == first
@@ -165,27 +128,10 @@ def test_concurrent_refreshes_keep_the_rotated_token(auth_client, browser, user,
                                                      django_capture_on_commit_callbacks):
     final = _connect(auth_client, browser, microsoft, sent, django_capture_on_commit_callbacks)
     microsoft.token_delay = 0.4
-    barrier, errors = threading.Barrier(3), []
-
-    def refresh():
-        try:
-            barrier.wait()
-            oauth_vault.access_lease(owner_id=user.pk, connection_id=final["id"], purpose="oauth_access_token")
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=refresh) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _, errors = run_together(lambda: oauth_vault.access_lease(owner_id=user.pk, connection_id=final["id"],
+                                                              purpose="oauth_access_token"), 3)
     assert errors == []
-    with owner_scope(user):
-        connection = Connection.objects.for_owner(user).get(pk=final["id"])
-        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
-                                        purpose="oauth_refresh_token").reveal()
+    connection, stored = stored_refresh_token(user, final["id"])
     assert connection.status == "active" and microsoft.live_refresh_tokens() == [stored]
 
 

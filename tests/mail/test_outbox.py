@@ -14,7 +14,13 @@ from mail.tasks import outbox_send
 from secrets_vault.crypto import SecretStr
 from secrets_vault.tasks import leases_issue
 from tests.conftest import issue_tokens
-from tests.harness.cross_owner import assert_cross_owner_404
+from tests.harness.concurrency import run_together
+from tests.harness.outbox_helpers import (
+    assert_stranger_cannot_send_from_or_see,
+    outbox_row,
+    post_outbox,
+    worker_killed_before_marking_sent,
+)
 
 pytestmark = [pytest.mark.django_db(databases=["default", "vault"]), pytest.mark.claim("exactly-once-send")]
 
@@ -41,14 +47,6 @@ def sender(auth_client, mail_settings, dovecot, smtp_server, settings, tmp_path)
     blobstore._storage.cache_clear()
 
 
-def _post(client, connection, key=None, **overrides):
-    body = {"connection": str(connection.pk), "to": ["friend@example.test"], "cc": [],
-            "subject": "Lunch on Friday?", "body_text": "Shall we meet at noon?"}
-    body.update(overrides)
-    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
-    return client.post("/api/v1/outbox", body, format="json", **headers)
-
-
 def _run(client, connection, ids, outbox_id):
     owner = client.user
     leases = leases_issue(str(owner.pk), str(connection.pk), ids)
@@ -59,14 +57,9 @@ def _deliveries(smtp_server, message_id):
     return [m for m in smtp_server.messages if f"Message-ID: {message_id}".encode() in m.original_content]
 
 
-def _row(client, outbox_id):
-    with owner_scope(client.user):
-        return OutboxMessage.objects.for_owner(client.user).get(pk=outbox_id)
-
-
 def test_send_is_recorded_then_delivered_once_and_kept_in_sent(sender, smtp_server, dovecot):
     client, connection, ids = sender
-    response = _post(client, connection)
+    response = post_outbox(client, connection)
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "queued" and body["message_id"].startswith("<")
@@ -84,7 +77,7 @@ def test_send_is_recorded_then_delivered_once_and_kept_in_sent(sender, smtp_serv
 
 def test_running_the_send_task_again_sends_nothing(sender, smtp_server):
     client, connection, ids = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     for _ in range(3):
         _run(client, connection, ids, body["id"])
     assert len(_deliveries(smtp_server, body["message_id"])) == 1
@@ -93,22 +86,9 @@ def test_running_the_send_task_again_sends_nothing(sender, smtp_server):
 @pytest.mark.django_db(transaction=True, databases=["default", "vault"])
 def test_concurrent_duplicate_task_deliveries_send_once(sender, smtp_server):
     client, connection, ids = sender
-    body = _post(client, connection).json()
-    results = []
-
-    def run():
-        from django.db import connections
-
-        try:
-            results.append(_run(client, connection, ids, body["id"])["status"])
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    body = post_outbox(client, connection).json()
+    results, errors = run_together(lambda: _run(client, connection, ids, body["id"])["status"], 5)
+    assert errors == []
     assert len(_deliveries(smtp_server, body["message_id"])) == 1
     assert sorted(results) == ["sent", "skipped", "skipped", "skipped", "skipped"]
 
@@ -116,7 +96,7 @@ def test_concurrent_duplicate_task_deliveries_send_once(sender, smtp_server):
 def test_a_worker_killed_after_data_is_settled_from_the_sent_folder_and_never_resent(sender, smtp_server,
                                                                                       monkeypatch, settings):
     client, connection, ids = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("worker killed right after the server accepted DATA")
@@ -124,15 +104,15 @@ def test_a_worker_killed_after_data_is_settled_from_the_sent_folder_and_never_re
     monkeypatch.setattr(outbox_module, "_after_accept", killed)
     with pytest.raises(KeyboardInterrupt):
         _run(client, connection, ids, body["id"])
-    assert _row(client, body["id"]).status == "sending"
+    assert outbox_row(client, body["id"]).status == "sending"
     monkeypatch.undo()
     # Redelivered at once: another worker may still be sending, so nothing happens.
     assert _run(client, connection, ids, body["id"])["status"] == "skipped"
-    assert _row(client, body["id"]).status == "sending"
+    assert outbox_row(client, body["id"]).status == "sending"
     settings.AIEMAILY_SEND_STALE_SECONDS = 0
     # Stale: it becomes uncertain, and the Sent folder (no copy: the worker died first) decides.
     assert _run(client, connection, ids, body["id"])["status"] == "failed"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "failed" and "not in your Sent folder" in row.last_error
     assert _run(client, connection, ids, body["id"])["status"] == "skipped"
     assert len(_deliveries(smtp_server, body["message_id"])) == 1
@@ -140,15 +120,8 @@ def test_a_worker_killed_after_data_is_settled_from_the_sent_folder_and_never_re
 
 def test_a_worker_killed_after_the_sent_copy_reconciles_to_sent(sender, smtp_server, monkeypatch, settings):
     client, connection, ids = sender
-    body = _post(client, connection).json()
-    real_set = outbox_module._set
-
-    def killed_before_marking_sent(owner_id, outbox_id, **fields):
-        if fields.get("status") == "sent":
-            raise KeyboardInterrupt("worker killed before recording success")
-        return real_set(owner_id, outbox_id, **fields)
-
-    monkeypatch.setattr(outbox_module, "_set", killed_before_marking_sent)
+    body = post_outbox(client, connection).json()
+    worker_killed_before_marking_sent(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(client, connection, ids, body["id"])
     monkeypatch.undo()
@@ -161,8 +134,8 @@ def test_a_worker_killed_after_the_sent_copy_reconciles_to_sent(sender, smtp_ser
 def test_a_retried_request_with_the_same_key_is_one_message(sender, smtp_server):
     client, connection, ids = sender
     key = str(uuid.uuid4())
-    first = _post(client, connection, key=key)
-    retry = _post(client, connection, key=key)  # the client never saw the first response
+    first = post_outbox(client, connection, key=key)
+    retry = post_outbox(client, connection, key=key)  # the client never saw the first response
     assert first.status_code == retry.status_code == 202
     assert retry["Idempotent-Replayed"] == "true" and retry.json() == first.json()
     with owner_scope(client.user):
@@ -175,8 +148,8 @@ def test_a_retried_request_with_the_same_key_is_one_message(sender, smtp_server)
 def test_the_same_key_with_another_body_is_422_and_sends_nothing(sender):
     client, connection, ids = sender
     key = str(uuid.uuid4())
-    assert _post(client, connection, key=key).status_code == 202
-    other = _post(client, connection, key=key, subject="Something else")
+    assert post_outbox(client, connection, key=key).status_code == 202
+    other = post_outbox(client, connection, key=key, subject="Something else")
     assert other.status_code == 422
     with owner_scope(client.user):
         assert OutboxMessage.objects.for_owner(client.user).count() == 1
@@ -233,7 +206,7 @@ def test_fifty_concurrent_identical_sends_with_one_key_deliver_once(sender, smtp
 )
 def test_bad_input_is_400_and_nothing_is_queued(sender, overrides, field):
     client, connection, ids = sender
-    response = _post(client, connection, **overrides)
+    response = post_outbox(client, connection, **overrides)
     assert response.status_code == 400 and field in response.json()["error"]["fields"]
     with owner_scope(client.user):
         assert not OutboxMessage.objects.for_owner(client.user).exists()
@@ -241,10 +214,10 @@ def test_bad_input_is_400_and_nothing_is_queued(sender, overrides, field):
 
 def test_an_smtp_login_failure_is_failed_with_a_reason(sender, smtp_server):
     client, connection, ids = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     smtp_server.users[connection.smtp_username] = "changed-meanwhile"
     assert _run(client, connection, ids, body["id"])["status"] == "failed"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert "rejected the user name or password" in row.last_error
     assert not _deliveries(smtp_server, body["message_id"])
 
@@ -252,17 +225,8 @@ def test_an_smtp_login_failure_is_failed_with_a_reason(sender, smtp_server):
 @pytest.mark.claim("owner-scoping")
 def test_another_user_cannot_send_from_or_see_my_outbox(sender, stranger):
     client, connection, ids = sender
-    body = _post(client, connection).json()
-    other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION="Bearer " + issue_tokens(other, stranger)["access"])
-    assert _post(other, connection).status_code == 404  # my connection id, their token
-
-    def snapshot():
-        with owner_scope(client.user):
-            return list(OutboxMessage.objects.for_owner(client.user).values("id", "status"))
-
-    assert_cross_owner_404(other, "/api/v1/outbox/{id}", body["id"], snapshot=snapshot)
-    assert other.get("/api/v1/outbox").json()["results"] == []
+    body = post_outbox(client, connection).json()
+    assert_stranger_cannot_send_from_or_see(client, connection, body["id"], stranger)
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "vault"])
@@ -334,7 +298,7 @@ def test_a_real_worker_killed_during_data_leaves_sending_and_the_retry_never_res
         vault.wait_ready()
         sync.wait_ready()
         smtp_server.on_data = lambda: os.kill(sync.process.pid, signal.SIGKILL)
-        body = _post(client, connection).json()  # on commit: leases (worker-vault) → send (worker-sync)
+        body = post_outbox(client, connection).json()  # on commit: leases (worker-vault) → send (worker-sync)
         wait_for(lambda: sync.process.poll() is not None, timeout=60, what="the worker to be killed mid-send")
     finally:
         smtp_server.on_data = None
@@ -342,7 +306,7 @@ def test_a_real_worker_killed_during_data_leaves_sending_and_the_retry_never_res
         sync.stop()
     assert sync.process.returncode == -signal.SIGKILL
     assert len(_deliveries(smtp_server, body["message_id"])) == 1
-    assert _row(client, body["id"]).status == "sending"  # committed before DATA, never marked sent
+    assert outbox_row(client, body["id"]).status == "sending"  # committed before DATA, never marked sent
     # The task comes back (broker redelivery, or beat): it reconciles instead of sending again.
     settings.AIEMAILY_SEND_STALE_SECONDS = 0
     assert _run(client, connection, ids, body["id"])["status"] == "failed"  # not in Sent: it died before the copy

@@ -15,8 +15,9 @@ import ssl
 import pytest
 
 from mail.send import outbox as outbox_module
+from tests.harness.outbox_helpers import outbox_row, post_outbox
 from tests.mail import test_outbox
-from tests.mail.test_outbox import _deliveries, _post, _row, _run
+from tests.mail.test_outbox import _deliveries, _run
 
 sender = test_outbox.sender  # the same fixture: a verified IMAP/SMTP connection on Dovecot and aiosmtpd
 
@@ -55,11 +56,11 @@ def test_a_lost_answer_after_data_is_reconciled_from_sent_and_never_resent(sende
     client, connection, ids = sender
     filing = _filer(dovecot, test_ca, connection.imap_username) if filed else None
     misbehaving.behave(behaviour, filing=filing, late_seconds=6)
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     first = _run(client, connection, ids, body["id"])["status"]
     misbehaving.behave(None)  # a well-behaved server from here on: a resend would get through
     assert len(_deliveries(misbehaving, body["message_id"])) == STORED[behaviour]
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.attempts == 1 and row.checked_at is not None  # looked at once, right away
     if filed:
         assert first == "sent" and row.status == "sent" and row.last_error == ""
@@ -69,7 +70,7 @@ def test_a_lost_answer_after_data_is_reconciled_from_sent_and_never_resent(sende
         assert _run(client, connection, ids, body["id"])["status"] == "uncertain"
         settings.AIEMAILY_SEND_STALE_SECONDS = 0
         assert _run(client, connection, ids, body["id"])["status"] == "failed"
-        row = _row(client, body["id"])
+        row = outbox_row(client, body["id"])
         assert row.status == "failed" and row.last_error == outbox_module.NOT_CONFIRMED
     for _ in range(2):
         assert _run(client, connection, ids, body["id"])["status"] == "skipped"
@@ -80,18 +81,18 @@ def test_an_answer_that_arrives_late_is_not_reported_as_failed(sender, misbehavi
     """The report's scenario: 250 after the client's timeout. Before the fix the row said "failed"."""
     client, connection, ids = sender
     misbehaving.behave("answer_late", filing=_filer(dovecot, test_ca, connection.imap_username), late_seconds=4)
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     assert _run(client, connection, ids, body["id"])["status"] == "sent"
-    assert "answered unexpectedly" not in _row(client, body["id"]).last_error
+    assert "answered unexpectedly" not in outbox_row(client, body["id"]).last_error
 
 
 def test_a_refusal_after_the_data_is_failed_at_once_and_never_resent(sender, misbehaving):
     """An explicit 5xx to the end of data is the server's answer: it did not take the message."""
     client, connection, ids = sender
     misbehaving.behave("refuse")
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     assert _run(client, connection, ids, body["id"])["status"] == "failed"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "failed" and "refused it (SMTP 554)" in row.last_error
     misbehaving.behave(None)
     assert _run(client, connection, ids, body["id"])["status"] == "skipped"
@@ -101,12 +102,12 @@ def test_a_refusal_after_the_data_is_failed_at_once_and_never_resent(sender, mis
 def test_an_unreachable_sent_folder_leaves_the_send_uncertain_however_late(sender, misbehaving, settings):
     client, connection, ids = sender
     misbehaving.behave("close_after_store")
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     settings.AIEMAILY_SEND_STALE_SECONDS = 0
     with _imap_down(connection):
         assert _run(client, connection, ids, body["id"])["status"] == "uncertain"
         assert _run(client, connection, ids, body["id"])["status"] == "uncertain"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "uncertain" and "could not check your Sent folder" in row.last_error
     misbehaving.behave(None)
     # Once the folder can be read, absence decides.
@@ -165,7 +166,7 @@ def test_beat_queues_a_look_only_for_sends_stuck_past_the_stale_period(sender, s
     monkeypatch.setattr("celery.canvas._chain.apply_async", lambda self, *a, **k: queued.append(self))
     rows = {}
     for name, fields in states.items():
-        row_id = _post(client, connection, subject=name).json()["id"]
+        row_id = post_outbox(client, connection, subject=name).json()["id"]
         outbox_module._set(client.user.pk, row_id, **fields)
         rows[row_id] = name
     queued.clear()
@@ -201,12 +202,12 @@ def test_a_real_worker_killed_mid_send_is_reconciled_by_beat_without_redelivery(
         killed.wait_ready()
         smtp_server.filing = _filer(dovecot, test_ca, connection.imap_username) if filed else None
         smtp_server.on_data = lambda: os.kill(killed.process.pid, signal.SIGKILL)
-        body = _post(client, connection).json()  # on commit: leases (worker-vault) → send (worker-sync)
+        body = post_outbox(client, connection).json()  # on commit: leases (worker-vault) → send (worker-sync)
         wait_for(lambda: killed.process.poll() is not None, timeout=90, what="the worker to be killed mid-send")
         smtp_server.on_data = None
         smtp_server.behave(None)
         assert killed.process.returncode == -signal.SIGKILL
-        assert _row(client, body["id"]).status == "sending"
+        assert outbox_row(client, body["id"]).status == "sending"
         # No redelivery: drop the broker's unacked copy of the killed task (kombu's Redis bookkeeping).
         broker = redis.Redis.from_url(live_settings.CELERY_BROKER_URL)
         unacked = [entry.decode() for entry in broker.hvals("unacked")]
@@ -221,15 +222,15 @@ def test_a_real_worker_killed_mid_send_is_reconciled_by_beat_without_redelivery(
         workers.append(maintenance)
         sync.wait_ready()
         maintenance.wait_ready()
-        began = _row(client, body["id"]).sending_started_at
+        began = outbox_row(client, body["id"]).sending_started_at
         wait_for(lambda: timezone.now() - began > timedelta(seconds=3.5), timeout=10, what="the stale period")
         assert outbox_reconcile_due.delay() is not None  # beat's tick, through the broker to worker-maintenance
         final = "sent" if filed else "failed"
         try:
-            wait_for(lambda: _row(client, body["id"]).status == final, timeout=90,
+            wait_for(lambda: outbox_row(client, body["id"]).status == final, timeout=90,
                      what=f"beat's reconciliation to settle the row as {final}")
         except AssertionError:
-            row = _row(client, body["id"])
+            row = outbox_row(client, body["id"])
             raise AssertionError(f"row is {row.status}: {row.last_error}") from None
     finally:
         smtp_server.on_data = None

@@ -7,19 +7,21 @@ The pytest process plays every role: the access-token lease is sealed here as wo
 and outbox_send runs as worker-sync would after the chain.
 """
 
-import threading
 import uuid
 
 import pytest
-from rest_framework.test import APIClient
 
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Connection, OutboxMessage
-from mail.send import outbox as outbox_module
 from mail.tasks import outbox_send
-from tests.conftest import issue_tokens
-from tests.harness.cross_owner import assert_cross_owner_404
+from tests.harness.concurrency import run_together
 from tests.harness.factories import stored_secret
+from tests.harness.outbox_helpers import (
+    assert_stranger_cannot_send_from_or_see,
+    outbox_row,
+    post_outbox,
+    worker_killed_before_marking_sent,
+)
 from tests.mail.test_sync_gmail import gmail, gmail_server, lease_for, objects_dir  # noqa: F401 - fixtures
 from tests.mail.test_sync_graph import graph, graph_server  # noqa: F401 - fixtures
 
@@ -44,23 +46,10 @@ def sender(provider, auth_client):
     return auth_client, connection, server
 
 
-def _post(client, connection, key=None, **overrides):
-    body = {"connection": str(connection.pk), "to": ["friend@example.test"], "cc": [],
-            "subject": "Lunch on Friday?", "body_text": "Shall we meet at noon?"}
-    body.update(overrides)
-    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
-    return client.post("/api/v1/outbox", body, format="json", **headers)
-
-
 def _run(client, connection, server, outbox_id, token=None):
     owner = client.user
     lease = lease_for(owner.pk, connection.pk, token or server.token)
     return outbox_send(lease, owner_id=str(owner.pk), outbox_id=str(outbox_id))["status"]
-
-
-def _row(client, outbox_id):
-    with owner_scope(client.user):
-        return OutboxMessage.objects.for_owner(client.user).get(pk=outbox_id)
 
 
 def _send_calls(server):
@@ -69,7 +58,7 @@ def _send_calls(server):
 
 def test_a_send_is_delivered_once_with_our_message_id(sender):
     client, connection, server = sender
-    response = _post(client, connection)
+    response = post_outbox(client, connection)
     assert response.status_code == 202
     body = response.json()
     assert _run(client, connection, server, body["id"]) == "sent"
@@ -83,7 +72,7 @@ def test_a_send_is_delivered_once_with_our_message_id(sender):
 
 def test_running_the_send_task_again_sends_nothing(sender):
     client, connection, server = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     assert [_run(client, connection, server, body["id"]) for _ in range(3)] == ["sent", "skipped", "skipped"]
     assert len(server.sent_with(body["message_id"])) == 1 and len(_send_calls(server)) == 1
 
@@ -91,53 +80,33 @@ def test_running_the_send_task_again_sends_nothing(sender):
 @pytest.mark.django_db(transaction=True, databases=["default", "vault"])
 def test_concurrent_duplicate_task_runs_send_once(sender):
     client, connection, server = sender
-    body = _post(client, connection).json()
-    results = []
-
-    def run():
-        from django.db import connections
-
-        try:
-            results.append(_run(client, connection, server, body["id"]))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    body = post_outbox(client, connection).json()
+    results, errors = run_together(lambda: _run(client, connection, server, body["id"]), 5)
+    assert errors == []
     assert sorted(results) == ["sent", "skipped", "skipped", "skipped", "skipped"]
     assert len(server.sent_with(body["message_id"])) == 1 and len(_send_calls(server)) == 1
 
 
 def test_an_answer_lost_after_the_provider_accepted_is_reconciled_from_sent(sender):
     client, connection, server = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     server.drop_answer("send")  # Gmail's messages/send and Graph's sendMail: accepted, then the line drops
     assert _run(client, connection, server, body["id"]) == "checking"
-    assert _row(client, body["id"]).status == "uncertain"
+    assert outbox_row(client, body["id"]).status == "uncertain"
     # The follow-up run only looks in Sent: no second send call reaches the provider.
     assert _run(client, connection, server, body["id"]) == "sent"
-    assert _row(client, body["id"]).status == "sent"
+    assert outbox_row(client, body["id"]).status == "sent"
     assert len(server.sent_with(body["message_id"])) == 1 and len(_send_calls(server)) == 1
 
 
 def test_a_worker_killed_after_the_provider_accepted_is_reconciled_not_resent(sender, monkeypatch, settings):
     client, connection, server = sender
-    body = _post(client, connection).json()
-    real_set = outbox_module._set
-
-    def killed_before_marking_sent(owner_id, outbox_id, **fields):
-        if fields.get("status") == "sent":
-            raise KeyboardInterrupt("worker killed before recording success")
-        return real_set(owner_id, outbox_id, **fields)
-
-    monkeypatch.setattr(outbox_module, "_set", killed_before_marking_sent)
+    body = post_outbox(client, connection).json()
+    worker_killed_before_marking_sent(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(client, connection, server, body["id"])
     monkeypatch.undo()
-    assert _row(client, body["id"]).status == "sending"
+    assert outbox_row(client, body["id"]).status == "sending"
     assert _run(client, connection, server, body["id"]) == "skipped"  # maybe still sending elsewhere
     settings.AIEMAILY_SEND_STALE_SECONDS = 0
     assert _run(client, connection, server, body["id"]) == "sent"
@@ -146,21 +115,21 @@ def test_a_worker_killed_after_the_provider_accepted_is_reconciled_not_resent(se
 
 def test_a_5xx_is_never_resent_and_stays_uncertain_when_not_in_sent(sender):
     client, connection, server = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     server.fail("send", 500)  # the fake refuses before storing: Sent stays empty
     assert _run(client, connection, server, body["id"]) == "checking"
     assert _run(client, connection, server, body["id"]) == "uncertain"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "uncertain" and "not in your Sent folder" in row.last_error
     assert len(_send_calls(server)) == 1 and not server.sent_with(body["message_id"])
 
 
 def test_throttling_before_acceptance_requeues_and_sends_once(sender):
     client, connection, server = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     server.fail("send", 429, headers={"Retry-After": "1"})
     assert _run(client, connection, server, body["id"]) == "retry"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "queued" and "HTTP 429" in row.last_error
     assert _run(client, connection, server, body["id"]) == "sent"
     assert len(server.sent_with(body["message_id"])) == 1
@@ -168,10 +137,10 @@ def test_throttling_before_acceptance_requeues_and_sends_once(sender):
 
 def test_a_refusal_is_failed_with_a_readable_reason(sender):
     client, connection, server = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     server.fail("send", 400, reason="invalidArgument")
     assert _run(client, connection, server, body["id"]) == "failed"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "failed" and "refused to send this message (HTTP 400: invalidArgument)" in row.last_error
     assert _run(client, connection, server, body["id"]) == "skipped"
     assert not server.sent_with(body["message_id"])
@@ -179,10 +148,10 @@ def test_a_refusal_is_failed_with_a_readable_reason(sender):
 
 def test_a_refused_token_fails_the_send_and_marks_the_connection_needs_reauth(sender, caplog):
     client, connection, server = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     bad = f"revoked-{uuid.uuid4().hex}"
     assert _run(client, connection, server, body["id"], token=bad) == "failed"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "failed" and "sign in again" in row.last_error and bad not in row.last_error
     with owner_scope(client.user):
         assert Connection.objects.for_owner(client.user).get(pk=connection.pk).status == "needs_reauth"
@@ -194,8 +163,8 @@ def test_a_refused_token_fails_the_send_and_marks_the_connection_needs_reauth(se
 def test_a_retried_request_with_the_same_key_is_one_message(sender):
     client, connection, server = sender
     key = str(uuid.uuid4())
-    first = _post(client, connection, key=key)
-    retry = _post(client, connection, key=key)
+    first = post_outbox(client, connection, key=key)
+    retry = post_outbox(client, connection, key=key)
     assert first.status_code == retry.status_code == 202
     assert retry["Idempotent-Replayed"] == "true" and retry.json() == first.json()
     with owner_scope(client.user):
@@ -209,23 +178,14 @@ def test_a_connection_not_signed_in_cannot_send(sender):
     client, connection, server = sender
     with owner_scope(client.user):
         Connection.objects.for_owner(client.user).filter(pk=connection.pk).update(oauth_secret=None)
-    assert _post(client, connection).status_code == 400
+    assert post_outbox(client, connection).status_code == 400
 
 
 @pytest.mark.claim("owner-scoping")
 def test_another_user_cannot_send_from_or_see_my_oauth_outbox(sender, stranger):
     client, connection, server = sender
-    body = _post(client, connection).json()
-    other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION="Bearer " + issue_tokens(other, stranger)["access"])
-    assert _post(other, connection).status_code == 404  # my connection id, their token
-
-    def snapshot():
-        with owner_scope(client.user):
-            return list(OutboxMessage.objects.for_owner(client.user).values("id", "status"))
-
-    assert_cross_owner_404(other, "/api/v1/outbox/{id}", body["id"], snapshot=snapshot)
-    assert other.get("/api/v1/outbox").json()["results"] == []
+    body = post_outbox(client, connection).json()
+    assert_stranger_cannot_send_from_or_see(client, connection, body["id"], stranger)
     # A task run with the stranger as owner finds nothing and sends nothing.
     lease = lease_for(stranger.pk, connection.pk, server.token)
     assert outbox_send(lease, owner_id=str(stranger.pk), outbox_id=body["id"])["status"] == "gone"
@@ -234,10 +194,10 @@ def test_another_user_cannot_send_from_or_see_my_oauth_outbox(sender, stranger):
 
 def test_a_lease_that_does_not_open_sends_nothing_and_stays_queued(sender):
     client, connection, server = sender
-    body = _post(client, connection).json()
+    body = post_outbox(client, connection).json()
     lease = lease_for(client.user.pk, uuid.uuid4(), server.token)  # bound to another connection
     assert outbox_send(lease, owner_id=str(client.user.pk), outbox_id=body["id"])["status"] == "retry"
-    row = _row(client, body["id"])
+    row = outbox_row(client, body["id"])
     assert row.status == "queued" and row.attempts == 1 and not _send_calls(server)
     assert _run(client, connection, server, body["id"]) == "sent"
     assert len(server.sent_with(body["message_id"])) == 1

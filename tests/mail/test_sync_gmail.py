@@ -14,43 +14,29 @@ import logging
 import pytest
 
 from aiemaily.ownership.binding import owner_scope
-from mail import blobstore
 from mail.models import Connection, Message
 from mail.sync import gmail as sync_gmail
-from mail.sync import rest as sync_rest
 from mail.tasks import gmail_sync
 from secrets_vault.sealing import lease_seal
 from tests.harness.gmail_api_server import FakeGmail
+from tests.harness.https_server import session_server
 from tests.harness.mailservers import MALFORMED
-from tests.mail.test_oauth_google import browser, google, google_server, sent
+from tests.harness.oauth_flow import browser, google, google_server, sent
+from tests.harness.object_store import objects_dir
+from tests.harness.rest_sync import use_api, worker_killed_at_put
 
-__all__ = ["browser", "google", "google_server", "sent"]  # the local Google's fixtures, for the end-to-end test
+# The local Google's fixtures, for the end-to-end test, and the object store for everyone.
+__all__ = ["browser", "google", "google_server", "objects_dir", "sent"]
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 
 
-@pytest.fixture(scope="session")
-def gmail_server(test_ca):
-    server = FakeGmail(test_ca)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def objects_dir(settings, tmp_path):
-    settings.AIEMAILY_OBJECTS_DIR = tmp_path / "objects"
-    blobstore._storage.cache_clear()
-    yield settings.AIEMAILY_OBJECTS_DIR
-    blobstore._storage.cache_clear()
+gmail_server = session_server(FakeGmail, "gmail_server")
 
 
 @pytest.fixture
 def gmail(gmail_server, settings, test_ca, objects_dir, monkeypatch):
-    gmail_server.reset()
-    settings.GMAIL_API_BASE = gmail_server.base
-    settings.AIEMAILY_PROVIDER_CA_BUNDLE = str(test_ca.ca_file)
-    monkeypatch.setattr(sync_rest, "BACKOFF_SECONDS", 0.001)
-    return gmail_server
+    return use_api(gmail_server, settings, test_ca, monkeypatch, base_setting="GMAIL_API_BASE")
 
 
 def make_connection(owner, provider="gmail") -> Connection:
@@ -230,19 +216,9 @@ def test_an_interrupted_sync_resumes_without_loss_duplicates_or_refetching(gmail
     monkeypatch.setattr(sync_gmail, "LIST_PAGE", 40)
     monkeypatch.setattr(sync_gmail, "BATCH", 20)
     ids = [gmail.add(mail(n)) for n in range(90)]  # listed newest first
-    real_put, calls = blobstore.put, []
-
-    def killed_mid_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 50:  # the 10th object of the third batch
-            raise KeyboardInterrupt("worker killed")
-        return real_put(*args, **kwargs)
-
-    monkeypatch.setattr(blobstore, "put", killed_mid_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with worker_killed_at_put(monkeypatch, 50), pytest.raises(KeyboardInterrupt):  # the 10th object of the third batch
         sync(user, connection, gmail.token)
     assert len(rows(user)) == 40  # two whole batches; the third was never committed
-    monkeypatch.setattr(blobstore, "put", real_put)
     gmail.relabel(ids[-1], remove=["UNREAD"])  # stored before the crash, read while the worker was down
     gmail.requests.clear()
 

@@ -15,30 +15,23 @@ from aiemaily.ownership.binding import owner_scope
 from mail import blobstore
 from mail.models import Connection, Folder, Message
 from mail.sync import graph as sync_graph
-from mail.sync import rest as sync_rest
 from mail.tasks import graph_sync
 from tests.harness.graph_api_server import FakeGraph
+from tests.harness.https_server import session_server
 from tests.harness.mailservers import MALFORMED
+from tests.harness.rest_sync import use_api, worker_killed_at_put
 from tests.mail.test_sync_gmail import lease_for, mail, make_connection, object_files, objects_dir, rows, state
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 __all__ = ["objects_dir"]  # the fixture, shared with the Gmail tests
 
 
-@pytest.fixture(scope="session")
-def graph_server(test_ca):
-    server = FakeGraph(test_ca)
-    yield server
-    server.stop()
+graph_server = session_server(FakeGraph, "graph_server")
 
 
 @pytest.fixture
 def graph(graph_server, settings, test_ca, objects_dir, monkeypatch):
-    graph_server.reset()
-    settings.GRAPH_API_BASE = graph_server.base
-    settings.AIEMAILY_PROVIDER_CA_BUNDLE = str(test_ca.ca_file)
-    monkeypatch.setattr(sync_rest, "BACKOFF_SECONDS", 0.001)
-    return graph_server
+    return use_api(graph_server, settings, test_ca, monkeypatch, base_setting="GRAPH_API_BASE")
 
 
 @pytest.fixture
@@ -166,19 +159,9 @@ def test_an_interrupted_sync_resumes_without_loss_duplicates_or_refetching(graph
     monkeypatch.setattr(sync_graph, "PAGE_SIZE", 10)
     monkeypatch.setattr(sync_graph, "BATCH", 5)
     ids = [graph.add("inbox", mail(n)) for n in range(40)]
-    real_put, calls = blobstore.put, []
-
-    def killed_mid_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 18:
-            raise KeyboardInterrupt("worker killed")
-        return real_put(*args, **kwargs)
-
-    monkeypatch.setattr(blobstore, "put", killed_mid_batch)
-    with pytest.raises(KeyboardInterrupt):
+    with worker_killed_at_put(monkeypatch, 18), pytest.raises(KeyboardInterrupt):
         sync(user, connection, graph.token)
     assert len(rows(user)) == 15
-    monkeypatch.setattr(blobstore, "put", real_put)
     graph.update(ids[0], is_read=True)  # stored before the crash, read while the worker was down
     graph.requests.clear()
 

@@ -16,16 +16,11 @@ from secrets_vault.crypto import SecretStr
 from secrets_vault.tasks import leases_issue
 from tests.harness.cross_owner import assert_cross_owner_404
 from tests.harness.mailservers import MALFORMED, sample_messages
+from tests.harness.object_store import objects_dir
+
+__all__ = ["objects_dir"]
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
-
-
-@pytest.fixture
-def objects_dir(settings, tmp_path):
-    settings.AIEMAILY_OBJECTS_DIR = tmp_path / "objects"
-    blobstore._storage.cache_clear()
-    yield settings.AIEMAILY_OBJECTS_DIR
-    blobstore._storage.cache_clear()
 
 
 @pytest.fixture

@@ -14,30 +14,25 @@ import pytest
 import requests
 from django.test import Client
 
-from aiemaily.celery import app as celery_app
 from aiemaily.ownership.binding import owner_scope
 from aiemaily.webhooks.google_oidc import certificates
 from aiemaily.webhooks.models import WebhookDelivery, WebhookSubscription
 from aiemaily.webhooks.services import address_digest, subscription_store
-from mail import services
 from mail.models import Connection
 from mail.sync import push
 from mail.tasks import push_close, push_open, push_renew_due, webhook_process
 from tests.harness.google_push import AUDIENCE, SERVICE_ACCOUNT, TOPIC, GoogleCerts, envelope
-from tests.harness.webhook_helpers import Sent, dropped_log, verdicts
-from tests.mail.test_oauth_google import browser, google, google_server, sent
+from tests.harness.https_server import session_server
+from tests.harness.oauth_flow import browser, google, google_server, sent
+from tests.harness.webhook_helpers import disconnect, dropped_log, handed, leased_run, record_chains, verdicts
 from tests.mail.test_sync_gmail import gmail, gmail_server, lease_for, make_connection, objects_dir
 
-__all__ = ["browser", "gmail", "gmail_server", "google", "google_server", "objects_dir", "sent"]
+__all__ = ["browser", "gmail", "gmail_server", "google", "google_server", "handed", "objects_dir", "sent"]
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 
 
-@pytest.fixture(scope="session")
-def certs_server(test_ca):
-    server = GoogleCerts(test_ca)
-    yield server
-    server.stop()
+certs_server = session_server(GoogleCerts, "certs_server")
 
 
 @pytest.fixture
@@ -51,13 +46,6 @@ def google_certs(certs_server, settings, test_ca):
     certificates.clear()
     yield certs_server
     certificates.clear()
-
-
-@pytest.fixture
-def handed(monkeypatch):
-    capture = Sent()
-    monkeypatch.setattr(celery_app, "send_task", capture)
-    return capture
 
 
 @pytest.fixture
@@ -265,9 +253,7 @@ def test_a_push_for_a_mailbox_we_do_not_watch_is_acknowledged_and_dropped(google
 def test_a_push_for_a_disconnected_mailbox_is_dropped(google_certs, watched, handed, ip, user,
                                                       django_capture_on_commit_callbacks):
     connection, _ = watched
-    with owner_scope(user), django_capture_on_commit_callbacks(execute=False):
-        services.connection_disconnect(owner=user, connection=Connection.objects.for_owner(user).get(pk=connection.pk),
-                                       keep_mail=True)
+    disconnect(user, connection.pk, django_capture_on_commit_callbacks, execute=False, keep_mail=True)
     with django_capture_on_commit_callbacks(execute=True):
         assert post(envelope(notification(9100)), google_certs.push_token(), ip).status_code == 204
     assert verdicts("gmail") == ["stale"] and handed.calls == []
@@ -409,28 +395,20 @@ def test_a_new_message_and_a_signed_push_appear_in_the_api_after_one_sync(
     """Connect at the local Google (the vault holds the refresh token); the connect queues the watch;
     the watch is made with a vault-leased token; a message arrives in Gmail and Pub/Sub pushes; the
     route queues the processing; it queues exactly one sync; that one sync shows the message."""
-    from celery import canvas
-
-    from secrets_vault.tasks import oauth_access_lease
     from tests.mail.test_oauth_google import ACCOUNT, _connect
     from tests.mail.test_sync_gmail import mail, rows
 
-    chains = []
-    monkeypatch.setattr(canvas._chain, "apply_async",
-                        lambda self, *a, **kw: chains.append([t.name for t in self.tasks]))
+    chains = record_chains(monkeypatch, names=True)
     gmail.email = ACCOUNT
     gmail.accepts = google.access_token_valid
     with django_capture_on_commit_callbacks(execute=True):
         connection_id = _connect(auth_client, browser, google, sent, django_capture_on_commit_callbacks)["id"]
     assert ["secrets_vault.tasks.oauth_access_lease", "mail.tasks.push_open"] in chains  # the watch, on connect
-    owner = str(user.pk)
-    assert push_open(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-                     connection_id=connection_id)["status"] == "watching"
+    assert leased_run(push_open, user, connection_id)["status"] == "watching"
     assert gmail.watch["topicName"] == TOPIC
     from mail.tasks import gmail_sync
 
-    first = gmail_sync(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-                       connection_id=connection_id)
+    first = leased_run(gmail_sync, user, connection_id)
     assert first["status"] == "synced" and rows(user) == {}
 
     gmail.add(mail(42))
@@ -441,8 +419,7 @@ def test_a_new_message_and_a_signed_push_appear_in_the_api_after_one_sync(
     with django_capture_on_commit_callbacks(execute=True):
         assert webhook_process(*args)["status"] == "queued"
     assert chains == [["secrets_vault.tasks.oauth_access_lease", "mail.tasks.gmail_sync"]]  # one sync
-    gmail_sync(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-               connection_id=connection_id)
+    leased_run(gmail_sync, user, connection_id)
     listed = auth_client.get("/api/v1/messages", {"connection": connection_id}).json()["results"]
     assert [m["subject"] for m in listed] == ["Gmail message 42"]
 
@@ -450,23 +427,16 @@ def test_a_new_message_and_a_signed_push_appear_in_the_api_after_one_sync(
 def test_disconnect_stops_the_watch_at_gmail_then_revokes(auth_client, browser, user, gmail, google, sent,
                                                            google_certs, handed, ip, monkeypatch,
                                                            django_capture_on_commit_callbacks):
-    from celery import canvas
-
-    from secrets_vault.tasks import oauth_access_lease, oauth_close_lease, oauth_revoke
+    from secrets_vault.tasks import oauth_close_lease, oauth_revoke
     from tests.mail.test_oauth_google import ACCOUNT, _connect
 
     gmail.email = ACCOUNT
     gmail.accepts = google.access_token_valid
     connection_id = _connect(auth_client, browser, google, sent, django_capture_on_commit_callbacks)["id"]
-    owner = str(user.pk)
-    push_open(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-              connection_id=connection_id)
+    leased_run(push_open, user, connection_id)
     assert gmail.watch is not None
-    chains = []
-    monkeypatch.setattr(canvas._chain, "apply_async", lambda self, *a, **kw: chains.append(self.tasks))
-    with owner_scope(user), django_capture_on_commit_callbacks(execute=True):
-        services.connection_disconnect(owner=user, connection=Connection.objects.for_owner(user).get(pk=connection_id),
-                                       keep_mail=True)
+    chains = record_chains(monkeypatch)
+    disconnect(user, connection_id, django_capture_on_commit_callbacks, execute=True, keep_mail=True)
     [(close_lease, close, revoke)] = chains
     assert (close_lease.name, close.name, revoke.name) == (oauth_close_lease.name, push_close.name, oauth_revoke.name)
     # A push arriving now is already dropped: the watch was retired with the commit.

@@ -15,31 +15,21 @@ import requests
 from django.test import Client
 from django.utils import timezone
 
-from aiemaily.celery import app as celery_app
-from aiemaily.ownership.binding import owner_scope
 from aiemaily.webhooks.models import WebhookDelivery, WebhookSubscription
 from aiemaily.webhooks.services import secret_digest
-from mail import services
 from mail.models import Connection
 from mail.sync import push
 from mail.tasks import push_open, webhook_process
-from tests.harness.webhook_helpers import Sent, dropped_log, verdicts
-from tests.mail.test_oauth_microsoft import browser, microsoft, microsoft_server, sent
+from tests.harness.oauth_flow import browser, microsoft, microsoft_server, sent
+from tests.harness.webhook_helpers import disconnect, dropped_log, handed, leased_run, record_chains, verdicts
 from tests.mail.test_sync_gmail import lease_for, make_connection, objects_dir
 from tests.mail.test_sync_graph import graph, graph_server
 
-__all__ = ["browser", "graph", "graph_server", "microsoft", "microsoft_server", "objects_dir", "sent"]
+__all__ = ["browser", "graph", "graph_server", "handed", "microsoft", "microsoft_server", "objects_dir", "sent"]
 
 pytestmark = pytest.mark.django_db(databases=["default", "vault"])
 
 NOTIFY = "https://aiemaily.test/webhooks/graph"
-
-
-@pytest.fixture
-def handed(monkeypatch):
-    capture = Sent()
-    monkeypatch.setattr(celery_app, "send_task", capture)
-    return capture
 
 
 @pytest.fixture
@@ -333,9 +323,7 @@ def test_graph_validates_our_endpoint_when_a_subscription_is_created(graph, user
 def test_a_disconnected_mailbox_gets_nothing_queued(graph, subscribed, user, handed, ip,
                                                     django_capture_on_commit_callbacks):
     connection, subscription_id = subscribed
-    with owner_scope(user), django_capture_on_commit_callbacks(execute=False):
-        services.connection_disconnect(owner=user, connection=Connection.objects.for_owner(user).get(pk=connection.pk),
-                                       keep_mail=True)
+    disconnect(user, connection.pk, django_capture_on_commit_callbacks, execute=False, keep_mail=True)
     with django_capture_on_commit_callbacks(execute=True):
         assert post([graph.notification(subscription_id, "AAMkLate")], ip).status_code == 202
     assert verdicts("graph") == ["stale"] and handed.calls == []
@@ -350,26 +338,18 @@ def test_a_new_message_and_its_notification_appear_in_the_api_after_one_sync(
     """Connect at the local Microsoft (the vault holds the refresh token); the connect queues the
     subscription; it is made with a vault-leased token; a message arrives and Graph notifies; the
     processing queues exactly one delta sync; that one sync shows the message."""
-    from celery import canvas
-
     from mail.tasks import graph_sync
-    from secrets_vault.tasks import oauth_access_lease
     from tests.mail.test_oauth_microsoft import _connect
     from tests.mail.test_sync_gmail import mail
 
-    chains = []
-    monkeypatch.setattr(canvas._chain, "apply_async",
-                        lambda self, *a, **kw: chains.append([t.name for t in self.tasks]))
+    chains = record_chains(monkeypatch, names=True)
     graph.accepts = microsoft.access_token_valid
     with django_capture_on_commit_callbacks(execute=True):
         connection_id = _connect(auth_client, browser, microsoft, sent, django_capture_on_commit_callbacks)["id"]
     assert ["secrets_vault.tasks.oauth_access_lease", "mail.tasks.push_open"] in chains  # on connect
-    owner = str(user.pk)
-    assert push_open(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-                     connection_id=connection_id)["status"] == "subscribed"
+    assert leased_run(push_open, user, connection_id)["status"] == "subscribed"
     [subscription_id] = graph.subscriptions
-    assert graph_sync(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-                      connection_id=connection_id)["status"] == "synced"
+    assert leased_run(graph_sync, user, connection_id)["status"] == "synced"
     assert auth_client.get("/api/v1/messages", {"connection": connection_id}).json()["results"] == []
 
     message_id = graph.add("inbox", mail(7))
@@ -380,8 +360,7 @@ def test_a_new_message_and_its_notification_appear_in_the_api_after_one_sync(
     with django_capture_on_commit_callbacks(execute=True):
         assert webhook_process(*args)["status"] == "queued"
     assert chains == [["secrets_vault.tasks.oauth_access_lease", "mail.tasks.graph_sync"]]  # one sync
-    graph_sync(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-               connection_id=connection_id)
+    leased_run(graph_sync, user, connection_id)
     listed = auth_client.get("/api/v1/messages", {"connection": connection_id}).json()["results"]
     assert [m["subject"] for m in listed] == ["Gmail message 7"]
 
@@ -389,23 +368,16 @@ def test_a_new_message_and_its_notification_appear_in_the_api_after_one_sync(
 def test_disconnect_deletes_the_subscription_at_graph_even_with_the_mailbox_deleted(
         auth_client, browser, user, graph, microsoft, sent, push_settings, monkeypatch,
         django_capture_on_commit_callbacks):
-    from celery import canvas
-
     from mail.tasks import push_close
-    from secrets_vault.tasks import oauth_access_lease, oauth_close_lease, oauth_revoke
+    from secrets_vault.tasks import oauth_close_lease, oauth_revoke
     from tests.mail.test_oauth_microsoft import _connect
 
     graph.accepts = microsoft.access_token_valid
     connection_id = _connect(auth_client, browser, microsoft, sent, django_capture_on_commit_callbacks)["id"]
-    owner = str(user.pk)
-    push_open(oauth_access_lease(owner, connection_id, "oauth_access_token"), owner_id=owner,
-              connection_id=connection_id)
+    leased_run(push_open, user, connection_id)
     assert len(graph.subscriptions) == 1
-    chains = []
-    monkeypatch.setattr(canvas._chain, "apply_async", lambda self, *a, **kw: chains.append(self.tasks))
-    with owner_scope(user), django_capture_on_commit_callbacks(execute=True):
-        services.connection_disconnect(owner=user, connection=Connection.objects.for_owner(user).get(pk=connection_id),
-                                       keep_mail=False)
+    chains = record_chains(monkeypatch)
+    disconnect(user, connection_id, django_capture_on_commit_callbacks, execute=True, keep_mail=False)
     [(close_lease, close, revoke)] = chains
     assert push_close(oauth_close_lease(*close_lease.args), *close.args)["status"] == "stopped"
     assert graph.subscriptions == {} and WebhookSubscription.objects.unscoped(reason="test").count() == 0

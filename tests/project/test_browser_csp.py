@@ -23,7 +23,13 @@ from django.utils.safestring import mark_safe
 
 from aiemaily import urls as app_urls
 from aiemaily.security import mailframe
-from tests.harness.browser_fixtures import CHROMIUM_ARGS, ensure_chromium, remote_image_site
+from tests.harness.browser_fixtures import (
+    CHROMIUM_ARGS,
+    ensure_chromium,
+    open_page,
+    remote_image_site,
+    sign_in,
+)
 
 pytestmark = [pytest.mark.claim("csp"), pytest.mark.usefixtures("transactional_db")]
 
@@ -113,13 +119,6 @@ urlpatterns = [
 ]
 USE_TEST_URLS = override_settings(ROOT_URLCONF=__name__)
 
-COLLECT_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push({directive: e.effectiveDirective, blocked: e.blockedURI, source: e.sourceFile});
-});
-"""
-
 
 @pytest.fixture(scope="module")
 def browser():
@@ -170,10 +169,7 @@ class Observed:
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context()
-    context.add_init_script(COLLECT_VIOLATIONS)
-    page = context.new_page()
-    page.set_default_timeout(15_000)  # fail, do not hang, when something never appears
+    context, page = open_page(browser, timeout_ms=15_000)
     page.observed = Observed(page)
     # A popup's dialog counts too: a javascript: link opened in a new tab would run there.
     context.on("page", lambda popup: popup.on("dialog", page.observed._dialog))
@@ -298,14 +294,9 @@ def test_an_xss_email_runs_nothing(page, live_server, variant):
 
 def _sign_in(page, live_server) -> None:
     """Log a fresh user in through the login form (the image proxy requires a session)."""
-    from tests.harness.factories import DEFAULT_PASSWORD, UserFactory
+    from tests.harness.factories import UserFactory
 
-    user = UserFactory()
-    page.goto(live_server.url + "/accounts/login/")
-    page.fill("input[name=username]", user.email)
-    page.fill("input[name=password]", DEFAULT_PASSWORD)
-    page.click("form.card button[type=submit]")
-    page.wait_for_url(live_server.url + "/dashboard/")
+    sign_in(page, live_server.url, UserFactory())
 
 
 def _image_state(page) -> dict:

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.harness.processes import Worker, wait_for
+from tests.harness.browser_fixtures import COLLECT_VIOLATIONS, offline_summary
+from tests.harness.processes import mail_worker_env, running_workers, wait_for
 from tests.mail.test_autoconfig import AutoconfigSite
 from tests.mail.test_browser_mailbox import axe_problems
-from tests.project.test_browser_csp import COLLECT_VIOLATIONS, browser, violations  # noqa: F401 - fixture
+from tests.project.test_browser_csp import browser, violations  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases=["default", "vault"]),
               pytest.mark.claim("csp")]
@@ -57,17 +58,8 @@ def _autoconfig(imap_port: int, smtp_port: int) -> bytes:
 
 @pytest.fixture
 def workers(tmp_path, test_ca):
-    extra = {"AIEMAILY_MAIL_CA_BUNDLE": str(test_ca.ca_file), "AIEMAILY_ALLOWED_PRIVATE_HOSTS": "127.0.0.1,localhost"}
-    started = [Worker("vault", "vault", tmp_path / "vault.log", extra),
-               Worker("sync", "sync", tmp_path / "sync.log", extra),
-               Worker("ai", "ai", tmp_path / "ai.log", extra)]
-    try:
-        for worker in started:
-            worker.wait_ready()
+    with running_workers(tmp_path, ("vault", "sync", "ai"), mail_worker_env(test_ca)) as started:
         yield started
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 @pytest.fixture
@@ -216,11 +208,7 @@ def test_a_whole_account_life_in_the_browser(browser, live_server, workers, dove
         # Its summary, made by the offline assistant in worker-ai.
         page.click("text=Summary, AI draft and sharing")
         page.wait_for_url(f"**/mail/{message_id}/")
-        try:
-            page.wait_for_selector('.ai-summary [data-ai-source="offline"]', timeout=60_000)
-        except Exception:
-            raise AssertionError(logs()) from None
-        summary = page.inner_text(".ai-summary")
+        summary = offline_summary(page, logs)
         assert "Offline (no AI provider; nothing left Aiemaily)" in summary and "Thursday" in summary
         desk.check("message page with its summary")
 

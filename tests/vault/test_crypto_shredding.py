@@ -24,7 +24,7 @@ from secrets_vault.services import secret_put, secret_submit
 from tests.conftest import issue_tokens
 from tests.harness.factories import DEFAULT_PASSWORD, UserFactory
 from tests.harness.kms_fixtures import free_port
-from tests.mail.test_oauth_google import google, google_server  # noqa: F401 - fixtures: a local Google
+from tests.harness.oauth_flow import google, google_server  # noqa: F401 - fixtures: a local Google
 
 pytestmark = pytest.mark.claim("crypto-shredding")
 
