@@ -15,7 +15,7 @@ from aiemaily.ownership.binding import owner_scope
 from aiemaily.security.client_ip import client_ip
 from billing.services import billing_account_close
 from mail.models import Connection
-from secrets_vault.tasks import oauth_revoke_for_deletion, owner_shred
+from secrets_vault.queue import oauth_revoke_for_deletion, owner_shred
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("aiemaily.security")

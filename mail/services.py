@@ -25,8 +25,8 @@ from mail.selectors import connection_list
 from secrets_vault.crypto import SecretStr
 from secrets_vault.models import AuditEvent
 from secrets_vault.oauth.base import ACCESS_PURPOSE
+from secrets_vault.queue import leases_issue, oauth_access_lease, oauth_close_lease, oauth_revoke
 from secrets_vault.services import audit_record, secret_forget, secret_submit
-from secrets_vault.tasks import leases_issue, oauth_access_lease, oauth_close_lease, oauth_revoke
 
 logger = logging.getLogger(__name__)
 

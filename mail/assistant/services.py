@@ -16,7 +16,7 @@ from mail import blobstore
 from mail.assistant.models import AiResult, AiSettings, field_name
 from mail.assistant.selectors import latest_summary, thread_key, thread_messages
 from mail.models import Message
-from secrets_vault.tasks import ai_key_lease
+from secrets_vault.queue import ai_key_lease
 
 PENDING_STALE = timedelta(minutes=5)
 ERROR_HOLD_SECONDS = 10

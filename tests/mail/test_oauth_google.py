@@ -23,13 +23,13 @@ from django.utils import timezone
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Connection, OAuthAttempt
 from mail.web.oauth import oauth_start
-from secrets_vault import services
+from secrets_vault import vault_services
 from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.oauth import grants as oauth_vault
 from secrets_vault.oauth.base import ProviderUnavailable, pkce_challenge
 from secrets_vault.sealing import lease_open
-from secrets_vault.services import VaultRefusal
 from secrets_vault.tasks import oauth_access_lease, oauth_exchange, oauth_revoke
+from secrets_vault.vault_services import VaultRefusal
 from tests.harness.factories import UserFactory
 from tests.harness.oauth_servers import FakeGoogle
 from tests.harness.processes import ROOT, role_env
@@ -532,7 +532,7 @@ def test_concurrent_refreshes_never_lose_a_rotated_refresh_token(auth_client, br
     assert len(used) == 2 and used[0] != used[1]  # the second refresh started from the rotated token
     with owner_scope(user):
         connection = Connection.objects.for_owner(user).get(pk=final["id"])
-        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
+        stored = vault_services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
                                         purpose="oauth_refresh_token").reveal()
     assert connection.status == "active"
     assert google.live_refresh_tokens() == [stored]

@@ -18,14 +18,14 @@ from django.test import Client
 
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Connection
-from secrets_vault import services
+from secrets_vault import vault_services
 from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.oauth import grants as oauth_vault
 from secrets_vault.oauth.base import pkce_challenge
 from secrets_vault.oauth.microsoft import canonical_scopes
 from secrets_vault.sealing import lease_open
-from secrets_vault.services import VaultRefusal
 from secrets_vault.tasks import oauth_access_lease, oauth_exchange, oauth_revoke
+from secrets_vault.vault_services import VaultRefusal
 from tests.harness.oauth_servers import FakeMicrosoft
 
 pytestmark = [pytest.mark.django_db(databases=["default", "vault"])]
@@ -151,7 +151,7 @@ def test_refresh_rotates_the_stored_refresh_token(auth_client, browser, user, mi
     assert second != first
     with owner_scope(user):
         connection = Connection.objects.for_owner(user).get(pk=final["id"])
-        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
+        stored = vault_services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
                                         purpose="oauth_refresh_token").reveal()
     assert stored == second
     refresh = microsoft.requests[-1]
@@ -184,7 +184,7 @@ def test_concurrent_refreshes_keep_the_rotated_token(auth_client, browser, user,
     assert errors == []
     with owner_scope(user):
         connection = Connection.objects.for_owner(user).get(pk=final["id"])
-        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
+        stored = vault_services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
                                         purpose="oauth_refresh_token").reveal()
     assert connection.status == "active" and microsoft.live_refresh_tokens() == [stored]
 
