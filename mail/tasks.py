@@ -369,8 +369,8 @@ def _oauth_action(leases, owner_id, message, action, params, attempt) -> dict:
                            purpose=ACCESS_PURPOSE)
         api = actions.api_for(message.connection.provider, token)
         try:
-            gmail = message.connection.provider == Connection.Provider.GMAIL
-            (actions.gmail_apply if gmail else actions.graph_apply)(api, owner_id, message, action, params)
+            is_gmail = message.connection.provider == Connection.Provider.GMAIL
+            (actions.gmail_apply if is_gmail else actions.graph_apply)(api, owner_id, message, action, params)
         finally:
             api.close()
             del token
