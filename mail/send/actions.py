@@ -238,4 +238,3 @@ def graph_apply(api, owner_id, message: Message, action: str, params: dict) -> N
         _reflect(owner_id, message, labels=[str(c) for c in categories] if isinstance(categories, list) else wanted)
     else:
         raise ValueError(f"unknown action {action!r}")
-
