@@ -11,11 +11,12 @@ from accounts.api.serializers import revoke_all_refresh_tokens
 from accounts.browser_sessions import SESSION_ROW_KEY, ip_prefix, user_agent_summary
 from accounts.models import BrowserSession, RefreshTokenRecord, User
 from accounts.refresh_tokens import refresh_revoke_one
+from accounts.tasks import account_purge
 from aiemaily.ownership.binding import owner_scope
 from aiemaily.security.client_ip import client_ip
 from billing.services import billing_account_close
 from mail.models import Connection
-from secrets_vault.tasks import oauth_revoke_for_deletion, owner_shred
+from secrets_vault.queue import oauth_revoke_for_deletion, owner_shred
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("aiemaily.security")
@@ -30,8 +31,6 @@ def account_delete(*, user: User) -> None:
     only then are the rows and stored objects deleted. A revocation that fails is recorded and
     never stops the chain (oauth_revoke_for_deletion). Sign-in stops at once.
     """
-    from accounts.tasks import account_purge
-
     user.is_active = False
     user.save(update_fields=["is_active"])
     revoke_all_refresh_tokens(user.pk)

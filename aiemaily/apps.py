@@ -9,6 +9,7 @@ class AiemailyConfig(AppConfig):
     label = "aiemaily"
 
     def ready(self):
+        # Imported once the app registry is ready: these modules use models and DRF settings.
         import aiemaily.api.schema  # noqa: F401 - registers the OpenAPI auth extension
         from aiemaily.api.fields import install_strict_strings
         from aiemaily.ownership.roles import grant_table_privileges

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -52,8 +53,6 @@ def ensure_dev_vault_keys(key_dir: Path) -> dict:
     Returns {"env": {ENV_NAME_FILE: path}}; settings hand each private key only to the process
     whose AIEMAILY_PROCESS may hold it.
     """
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = {}
     for role in ("vault", "sync", "ai"):

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aiemaily.ownership.binding import owner_scope
 from benchmarks.conftest import summary, timed
-from secrets_vault import keystore, services
+from secrets_vault import keystore, vault_services
 from secrets_vault.crypto import decrypt
 from secrets_vault.models import Secret
 from secrets_vault.sealing import secret_aad
@@ -46,7 +46,7 @@ def test_vault_decrypt_and_lease_costs(record_benchmark):
 
     def lease():
         with owner_scope(owner):
-            services.secret_lease(owner_id=owner.pk, secret_id=row.pk, connection_id="bench", purpose=row.purpose)
+            vault_services.secret_lease(owner_id=owner.pk, secret_id=row.pk, connection_id="bench", purpose=row.purpose)
 
     keystore.dek_cache.clear()
     lease(), lease()

@@ -34,7 +34,7 @@ class BlobError(Exception):
 @lru_cache(maxsize=1)
 def _storage() -> Storage:
     if settings.AIEMAILY_STORAGE == "s3":
-        from storages.backends.s3 import S3Storage
+        from storages.backends.s3 import S3Storage  # start-up cost: only when S3 is configured
 
         return S3Storage(bucket_name=settings.AIEMAILY_S3_BUCKET, endpoint_url=settings.AIEMAILY_S3_ENDPOINT,
                          file_overwrite=True, default_acl=None, querystring_auth=False)
@@ -185,6 +185,7 @@ def legacy_keys_move(owner_id) -> int:
     """Move the owner's storage keys from the main database (where releases before the key store
     kept them) into the key store, then delete them there. Idempotent: a row already in the key
     store is kept as it is, and the main database's copy goes either way."""
+    # At call time: mail.models imports this module (through mail.metadata) while Django loads the app.
     from mail.models import LegacyStorageKey
 
     with owner_scope(owner_id):
@@ -289,6 +290,7 @@ def get(owner_id, key: str, *, delegate=None) -> bytes:
 def _shared_with(delegate, owner_id, key: str) -> bool:
     """Is `key` the stored copy of a message of `owner_id` in a thread delegated to `delegate`?
     (The manager path filters by the live grant; on PostgreSQL, RLS checks it again.)"""
+    # At call time: mail.models imports this module (through mail.metadata) while Django loads the app.
     from mail.models import Message
 
     return Message.objects.delegated_to(delegate).filter(owner_id=owner_id, blob_key=key).exists()

@@ -3,6 +3,7 @@
 Credentials are never here: each connection points at vault `Secret`s (ciphertext only).
 """
 
+import re
 import uuid
 
 from django.db import models
@@ -11,6 +12,9 @@ from django.utils import timezone
 from aiemaily.ownership.models import OwnedManager, OwnedModel, OwnedQuerySet
 from mail import metadata
 from secrets_vault.models import WrappedKeyRecord
+
+# A label name the app accepts from a user (web form, API): an IMAP atom, no specials or spaces.
+LABEL = re.compile(r"^[A-Za-z0-9_.$-][A-Za-z0-9_.$-]{0,63}$")
 
 
 class DelegatedQuerySet(OwnedQuerySet):

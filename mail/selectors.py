@@ -1,10 +1,12 @@
 """Reads of the mail app, always scoped to one owner."""
 
+from django.conf import settings
 from django.db.models import Count, F, Max, Q
 from rest_framework.exceptions import PermissionDenied
 
 from aiemaily.lookups import JSONArrayHas
 from aiemaily.ownership.models import owned_or_404
+from aiemaily.webhooks.models import Provider
 from mail import search_index
 from mail.models import Connection, Delegation, Folder, Message, OutboxMessage
 
@@ -124,3 +126,22 @@ def delegated_draft_message_get(*, delegate, message_id) -> Message:
     if not can_draft:
         raise PermissionDenied("This thread is shared with you to read only.")
     return message
+
+
+def push_provider(connection: Connection) -> str | None:
+    """The registry provider of this mailbox's channel, or None when push is not configured for it."""
+    if connection.provider == Connection.Provider.GMAIL and settings.AIEMAILY_GMAIL_PUSH_TOPIC:
+        return Provider.GMAIL
+    if connection.provider == Connection.Provider.MICROSOFT and settings.AIEMAILY_GRAPH_NOTIFICATION_URL:
+        return Provider.GRAPH
+    return None
+
+
+def message_actionable(message) -> bool:
+    """IMAP acts on a UID; Gmail and Microsoft on the provider's id, with a signed-in connection."""
+    connection = message.connection
+    if connection.status != "active":
+        return False
+    if connection.provider == "imap":
+        return bool(message.uid)
+    return bool(message.provider_id) and connection.oauth_secret_id is not None

@@ -21,19 +21,28 @@ from aiemaily.webhooks.services import subscription_retire
 from billing import services as billing_services
 from mail import blobstore
 from mail.models import Connection, Delegation, Message, OutboxMessage
-from mail.selectors import connection_list
+from mail.queue import (
+    connection_sync,
+    connection_verify,
+    gmail_sync,
+    graph_sync,
+    idle_watch,
+    message_action,
+    outbox_send,
+    push_close,
+    push_open,
+)
+from mail.selectors import connection_list, push_provider
 from secrets_vault.crypto import SecretStr
 from secrets_vault.models import AuditEvent
 from secrets_vault.oauth.base import ACCESS_PURPOSE
+from secrets_vault.queue import leases_issue, oauth_access_lease, oauth_close_lease, oauth_revoke
 from secrets_vault.services import audit_record, secret_forget, secret_submit
-from secrets_vault.tasks import leases_issue, oauth_access_lease, oauth_close_lease, oauth_revoke
 
 logger = logging.getLogger(__name__)
 
 
 def _queue_verification(connection: Connection) -> None:
-    from mail.tasks import connection_verify
-
     secret_ids = {"imap_password": str(connection.imap_secret_id), "smtp_password": str(connection.smtp_secret_id)}
     owner_id, connection_id = str(connection.owner_id), str(connection.id)
     transaction.on_commit(lambda: chain(
@@ -147,8 +156,6 @@ def _queue_close_then_revoke(connection: Connection, channel) -> None:
     """Disconnect with a push channel: the vault leases one last access token, worker-sync stops the
     channel (users.stop / DELETE subscription), then the vault revokes and destroys the grant. Each
     step ends without raising, so the revocation runs whatever happened before it."""
-    from mail.tasks import push_close
-
     owner_id, connection_id = str(connection.owner_id), str(connection.pk)
     provider, secret_id = connection.provider, str(connection.oauth_secret_id)
     args = (channel.provider, channel.external_id)
@@ -162,8 +169,6 @@ def _queue_close_then_revoke(connection: Connection, channel) -> None:
 
 def connection_sync_queue(*, connection: Connection) -> None:
     """Queue a sync: the vault leases the IMAP password, then worker-sync syncs."""
-    from mail.tasks import connection_sync
-
     if connection.provider != Connection.Provider.IMAP or connection.imap_secret_id is None:
         raise ValueError("only active IMAP connections sync here")
     owner_id, connection_id = str(connection.owner_id), str(connection.id)
@@ -176,8 +181,6 @@ def connection_sync_queue(*, connection: Connection) -> None:
 
 def connection_idle_queue(*, connection: Connection, max_seconds: int | None = None, countdown: int = 0) -> None:
     """Queue an IDLE watch session (a fresh lease first) for an active IMAP connection."""
-    from mail.tasks import idle_watch
-
     owner_id, connection_id = str(connection.owner_id), str(connection.id)
     secret_ids = {"imap_password": str(connection.imap_secret_id)}
     transaction.on_commit(lambda: chain(
@@ -202,8 +205,6 @@ def _access_lease_step(connection: Connection):
 def outbox_queue(*, row, countdown: int = 0) -> None:
     """Queue a send: the vault leases the SMTP and IMAP passwords (or, for Gmail and Microsoft, an
     access token), then worker-sync sends."""
-    from mail.tasks import outbox_send
-
     connection = row.connection
     owner_id, connection_id, outbox_id = str(row.owner_id), str(connection.pk), str(row.pk)
     if connection.provider != Connection.Provider.IMAP:
@@ -222,8 +223,6 @@ def connection_sync_dispatch(*, connection: Connection) -> None:
     """Queue a sync for any provider. IMAP leases its password (connection_sync_queue); Gmail and
     Microsoft get a fresh access token leased by the vault (refresh tokens never leave it), then
     worker-sync runs gmail_sync / graph_sync with it."""
-    from mail.tasks import gmail_sync, graph_sync
-
     if connection.provider == Connection.Provider.IMAP:
         connection_sync_queue(connection=connection)
         return
@@ -240,9 +239,6 @@ def connection_sync_dispatch(*, connection: Connection) -> None:
 def connection_push_open_queue(*, connection: Connection) -> None:
     """Open or renew the mailbox's push channel: the vault leases an access token, worker-sync calls
     users.watch / Graph subscriptions (mail/sync/push.py). Nothing when push is not configured for it."""
-    from mail.sync.push import push_provider
-    from mail.tasks import push_open
-
     if push_provider(connection) is None or connection.oauth_secret_id is None:
         return
     owner_id, connection_id = str(connection.owner_id), str(connection.id)
@@ -254,8 +250,6 @@ def connection_push_open_queue(*, connection: Connection) -> None:
 def message_action_queue(*, message, action: str, params: dict, attempt: int = 1, countdown: int = 0) -> None:
     """Queue an action on a message: the vault leases the IMAP password (or an access token for
     Gmail / Microsoft), worker-sync applies it."""
-    from mail.tasks import message_action
-
     connection = message.connection
     owner_id, connection_id, message_id = str(message.owner_id), str(connection.pk), str(message.pk)
     if connection.provider != Connection.Provider.IMAP:

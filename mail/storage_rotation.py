@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from aiemaily.ownership.binding import owner_scope
 from mail import blobstore
+from mail.assistant.models import AiResult, field_name
 from mail.metadata_keys import MetadataKey, sealed_name
 from mail.models import LegacyStorageKey
 from secrets_vault.crypto import CiphertextError, decrypt, encrypt, parse_header, zero
@@ -85,8 +86,6 @@ def kms_versions_in_use() -> set[int]:
 def sealed_columns(owner_id):
     """Every database value sealed under the owner's storage key: (model, pk, column, field name).
     A new sealed column must be listed here, or rotation would keep its old key alive forever."""
-    from mail.assistant.models import AiResult, field_name
-
     for row in AiResult.objects.for_owner(owner_id).only("pk", "text_ct", "instruction_ct"):
         for column, name in (("text_ct", "text"), ("instruction_ct", "instruction")):
             if getattr(row, column):

@@ -1,14 +1,23 @@
 """Tasks of the `sync` queue. Credentials arrive only as leases sealed to this pool."""
 
 import logging
+from datetime import datetime, timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from aiemaily.ownership.binding import owner_scope
 from aiemaily.webhooks.services import delivery_claim, subscription_purge_retired
 from mail import services
-from mail.models import Connection
-from mail.providers.mailservers import MailServerError, verify_imap, verify_smtp
+from mail.models import Connection, Message, OutboxMessage
+from mail.providers.mailservers import MailServerError, imap_client, verify_imap, verify_smtp
+from mail.send import actions, outbox
+from mail.sync import gmail, graph, push
+from mail.sync.idle import IDLE_SECONDS, ConnectionDropped, wait_for_change
+from mail.sync.imap import Progress, _save_progress, sync_connection
+from mail.sync.rest import AuthFailed, ProviderError, TokenExpired
 from secrets_vault.oauth.base import ACCESS_PURPOSE
 from secrets_vault.sealing import LeaseError, lease_open
 
@@ -55,9 +64,6 @@ def connection_verify(leases, owner_id, connection_id):
 @shared_task(name="mail.tasks.connection_sync", acks_late=True)
 def connection_sync(leases, owner_id, connection_id):
     """Sync an IMAP connection with a leased password. Safe to run again at any point."""
-    from mail.providers.mailservers import imap_client
-    from mail.sync.imap import Progress, _save_progress, sync_connection
-
     with owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
     if connection is None or connection.status == Connection.Status.DISCONNECTED:
@@ -109,13 +115,6 @@ def idle_watch(leases, owner_id, connection_id, max_seconds=None):
     a growing pause (AIEMAILY_IDLE_BACKOFF_SECONDS, doubling up to AIEMAILY_IDLE_BACKOFF_MAX_SECONDS);
     a disconnected or deleted mailbox ends its watcher within AIEMAILY_IDLE_CHECK_SECONDS.
     """
-    from django.conf import settings
-    from django.utils import timezone
-
-    from mail.providers.mailservers import imap_client
-    from mail.sync.idle import IDLE_SECONDS, ConnectionDropped, wait_for_change
-    from mail.sync.imap import _save_progress
-
     seconds = max_seconds or IDLE_SECONDS
     with owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
@@ -174,10 +173,6 @@ def sync_due():
 
     Reads across owners through the audited maintenance path; queues per-owner work only.
     """
-    from datetime import datetime
-
-    from django.utils import timezone
-
     queued = watchers = 0
     active = Connection.objects.unscoped(reason="beat: periodic mail sync").filter(status=Connection.Status.ACTIVE)
     for connection in active:
@@ -202,9 +197,6 @@ def outbox_send(leases, owner_id, outbox_id):
 
     IMAP connections get {purpose: lease} for the SMTP/IMAP passwords; Gmail and Microsoft get the
     access-token lease of secrets_vault.tasks.oauth_access_lease."""
-    from mail.models import OutboxMessage
-    from mail.send import outbox
-
     with owner_scope(owner_id):
         row = OutboxMessage.objects.for_owner(owner_id).select_related("connection").filter(pk=outbox_id).first()
     if row is None:
@@ -236,14 +228,6 @@ def outbox_reconcile_due(limit: int = 500):
     sends. A row already looked at waits another stale period before the next look. Reads across
     owners through the audited maintenance path; queues per-owner work only.
     """
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.db.models import Q
-    from django.utils import timezone
-
-    from mail.models import OutboxMessage
-
     cutoff = timezone.now() - timedelta(seconds=settings.AIEMAILY_SEND_STALE_SECONDS)
     Status = OutboxMessage.Status  # noqa: N806
     stuck = (OutboxMessage.objects.unscoped(reason="beat: reconcile sends stuck in sending/uncertain")
@@ -263,9 +247,6 @@ def outbox_reconcile_due(limit: int = 500):
 
 def _oauth_send(leases, owner_id, row) -> str:
     """Open the access token (never logged or stored) and run one API send attempt."""
-    from mail.models import OutboxMessage
-    from mail.send import outbox
-
     try:
         token = lease_open(_access_lease(leases), owner_id=owner_id, connection_id=row.connection_id,
                            purpose=ACCESS_PURPOSE)
@@ -285,11 +266,10 @@ def _oauth_send(leases, owner_id, row) -> str:
 # Chained after secrets_vault.tasks.oauth_access_lease, which hands over one lease of a fresh access
 # token (purpose "oauth_access_token"); a {purpose: lease} dict is accepted too, as from leases_issue.
 
-OAUTH_SYNC_MODULES = {Connection.Provider.GMAIL: "mail.sync.gmail", Connection.Provider.MICROSOFT: "mail.sync.graph"}
+OAUTH_SYNC_MODULES = {Connection.Provider.GMAIL: gmail, Connection.Provider.MICROSOFT: graph}
 
 
 def _access_lease(leases) -> dict:
-
     if not isinstance(leases, dict):
         return {}  # lease_open refuses it as malformed
     return leases if "sealed" in leases else leases.get(ACCESS_PURPOSE) or {}
@@ -298,11 +278,6 @@ def _access_lease(leases) -> dict:
 def _oauth_sync(provider: str, leases, owner_id, connection_id) -> dict:
     """Sync with a leased access token. The token is opened here, used, and dropped with the task;
     it is never logged, stored, or put in an error message."""
-    from importlib import import_module
-
-    from mail.sync.imap import Progress, _save_progress
-    from mail.sync.rest import AuthFailed, ProviderError, TokenExpired
-
     with owner_scope(owner_id):
         # Owner-scoped (and RLS-bound): another owner's connection id finds nothing here.
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id, provider=provider).first()
@@ -312,7 +287,7 @@ def _oauth_sync(provider: str, leases, owner_id, connection_id) -> dict:
         token = lease_open(_access_lease(leases), owner_id=owner_id, connection_id=connection_id,
                            purpose=ACCESS_PURPOSE)
         try:
-            progress = import_module(OAUTH_SYNC_MODULES[provider]).sync_connection(token, owner_id, connection)
+            progress = OAUTH_SYNC_MODULES[provider].sync_connection(token, owner_id, connection)
         finally:
             del token
     except TokenExpired:
@@ -353,10 +328,6 @@ def graph_sync(leases, owner_id, connection_id):
 @shared_task(name="mail.tasks.message_action", acks_late=True)
 def message_action(leases, owner_id, message_id, action, params, attempt=1):
     """Apply archive / labels / read at the provider, then locally; retry only transient failures."""
-    from mail.models import Message
-    from mail.providers.mailservers import imap_client
-    from mail.send import actions
-
     with owner_scope(owner_id):
         message = (Message.objects.for_owner(owner_id).select_related("folder", "connection")
                    .filter(pk=message_id).first())
@@ -392,17 +363,14 @@ def message_action(leases, owner_id, message_id, action, params, attempt=1):
 def _oauth_action(leases, owner_id, message, action, params, attempt) -> dict:
     """Gmail modify / Graph move and PATCH with a leased access token (mail/send/actions.py). Every one
     of these is idempotent, so a lost answer is retried like a throttled one."""
-    from mail.send import actions
-    from mail.sync.rest import AuthFailed, ProviderError
-
     message_id = str(message.pk)
     try:
         token = lease_open(_access_lease(leases), owner_id=owner_id, connection_id=message.connection_id,
                            purpose=ACCESS_PURPOSE)
         api = actions.api_for(message.connection.provider, token)
         try:
-            gmail = message.connection.provider == Connection.Provider.GMAIL
-            (actions.gmail_apply if gmail else actions.graph_apply)(api, owner_id, message, action, params)
+            is_gmail = message.connection.provider == Connection.Provider.GMAIL
+            (actions.gmail_apply if is_gmail else actions.graph_apply)(api, owner_id, message, action, params)
         finally:
             api.close()
             del token
@@ -429,9 +397,6 @@ def _oauth_action(leases, owner_id, message, action, params, attempt) -> dict:
 @shared_task(name="mail.tasks.push_open", acks_late=True)
 def push_open(leases, owner_id, connection_id):
     """Start or renew the mailbox's push channel (Gmail watch, Graph subscription) with a leased token."""
-    from mail.sync import push
-    from mail.sync.rest import ProviderError
-
     with owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
     if connection is None or connection.status != Connection.Status.ACTIVE:
@@ -455,9 +420,6 @@ def push_open(leases, owner_id, connection_id):
 def push_close(lease, owner_id, connection_id, provider, external_id):
     """Disconnect: stop the push channel at the provider with the closing lease. Never raises, so the
     revocation chained after it always runs; a channel not stopped lapses by itself (retired here)."""
-    from mail.sync import push
-    from mail.sync.rest import ProviderError
-
     if not lease:
         return {"connection_id": str(connection_id), "status": "no_lease"}
     try:
@@ -498,8 +460,6 @@ def webhook_process(ledger_ids, owner_id, connection_id, action):
 @shared_task(name="mail.tasks.push_renew_due")
 def push_renew_due():
     """Beat: open missing or lapsed push channels and renew those due (Gmail daily, Graph before expiry)."""
-    from mail.sync import push
-
     queued = 0
     active = Connection.objects.unscoped(reason="beat: push channel renewal").filter(
         status=Connection.Status.ACTIVE, oauth_secret__isnull=False)
@@ -510,7 +470,6 @@ def push_renew_due():
             queued += 1
     # Channels of disconnected mailboxes, kept so their last deliveries were recognised: once the
     # provider can no longer deliver on them (Gmail 7 days, Graph under 3), they go.
-    from datetime import timedelta
 
 
     purged = subscription_purge_retired(older_than=timedelta(days=8))

@@ -2,7 +2,7 @@
 
 
 from aiemaily.ownership.models import owned_or_404
-from secrets_vault.models import AuditEvent
+from secrets_vault.models import AiKey, AuditEvent
 
 
 def audit_list(*, owner):
@@ -15,6 +15,4 @@ def audit_get(*, owner, event_id) -> AuditEvent:
 
 
 def ai_key_list(*, owner):
-    from secrets_vault.models import AiKey
-
     return AiKey.objects.for_owner(owner).select_related("secret").order_by("-created_at", "-id")

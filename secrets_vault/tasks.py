@@ -10,11 +10,12 @@ from celery import shared_task
 
 from aiemaily.ownership.binding import owner_scope
 from aiemaily.ownership.tasks import owner_task
-from secrets_vault import services
+from secrets_vault import vault_services
 from secrets_vault.kms import KmsUnavailable
 from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.oauth import grants
 from secrets_vault.oauth.base import ProviderUnavailable
+from secrets_vault.services import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +34,16 @@ def _gone(task, **ids) -> dict:
 @shared_task(name="secrets_vault.tasks.secret_store", **RETRY)
 @owner_task
 def secret_store(owner_id, secret_id):
-    secret = services.secret_store_sealed(owner_id=owner_id, secret_id=secret_id)
+    secret = vault_services.secret_store_sealed(owner_id=owner_id, secret_id=secret_id)
     return {"secret_id": str(secret_id), "state": secret.state if secret else "deleted"}
 
 
 @shared_task(name="secrets_vault.tasks.secret_lease", bind=True, **RETRY)
 def secret_lease(self, owner_id, secret_id, connection_id, purpose):
     """Issue a lease; chain the sync task after it: it receives the lease as its first argument."""
-    with services.audited_refusals(owner_id), owner_scope(owner_id):
+    with vault_services.audited_refusals(owner_id), owner_scope(owner_id):
         try:
-            return services.secret_lease(owner_id=owner_id, secret_id=secret_id, connection_id=connection_id,
+            return vault_services.secret_lease(owner_id=owner_id, secret_id=secret_id, connection_id=connection_id,
                                          purpose=purpose).as_message()
         except Secret.DoesNotExist:
             return _gone(self, connection_id=str(connection_id), secret_id=str(secret_id))
@@ -51,22 +52,22 @@ def secret_lease(self, owner_id, secret_id, connection_id, purpose):
 @shared_task(name="secrets_vault.tasks.ai_key_lease", **RETRY)
 def ai_key_lease(owner_id, ai_key_id, secret_id):
     """Lease a BYOK AI key to the ai pool, bound to that key's id; chain the ai task after it."""
-    with services.audited_refusals(owner_id), owner_scope(owner_id):
-        services.secret_store_sealed(owner_id=owner_id, secret_id=secret_id)  # a key added moments ago
-        return services.secret_lease(owner_id=owner_id, secret_id=secret_id, connection_id=ai_key_id,
+    with vault_services.audited_refusals(owner_id), owner_scope(owner_id):
+        vault_services.secret_store_sealed(owner_id=owner_id, secret_id=secret_id)  # a key added moments ago
+        return vault_services.secret_lease(owner_id=owner_id, secret_id=secret_id, connection_id=ai_key_id,
                                      purpose="ai_key", recipient="ai").as_message()
 
 
 @shared_task(name="secrets_vault.tasks.owner_rotate_dek", **RETRY)
 def owner_rotate_dek(owner_id):
-    with services.audited_refusals(owner_id), owner_scope(owner_id):
-        return {"reencrypted": services.secret_reencrypt_owner(owner_id=owner_id)}
+    with vault_services.audited_refusals(owner_id), owner_scope(owner_id):
+        return {"reencrypted": vault_services.secret_reencrypt_owner(owner_id=owner_id)}
 
 
 @shared_task(name="secrets_vault.tasks.owner_shred", **RETRY)
 @owner_task
 def owner_shred(owner_id):
-    return {"destroyed": services.owner_shred(owner_id=owner_id)}
+    return {"destroyed": vault_services.owner_shred(owner_id=owner_id)}
 
 
 @shared_task(name="secrets_vault.tasks.leases_issue", bind=True, **RETRY)
@@ -76,12 +77,12 @@ def leases_issue(self, owner_id, connection_id, secret_ids: dict):
     Chain the sync task after this one; it receives the dict as its first argument. A secret
     deleted meanwhile (its connection was disconnected) ends the chain quietly as "gone".
     """
-    with services.audited_refusals(owner_id), owner_scope(owner_id):
+    with vault_services.audited_refusals(owner_id), owner_scope(owner_id):
         leases = {}
         for purpose, secret_id in secret_ids.items():
             try:
-                services.secret_store_sealed(owner_id=owner_id, secret_id=secret_id)
-                leases[purpose] = services.secret_lease(owner_id=owner_id, secret_id=secret_id,
+                vault_services.secret_store_sealed(owner_id=owner_id, secret_id=secret_id)
+                leases[purpose] = vault_services.secret_lease(owner_id=owner_id, secret_id=secret_id,
                                                         connection_id=connection_id, purpose=purpose).as_message()
             except Secret.DoesNotExist:
                 return _gone(self, connection_id=str(connection_id), secret_id=str(secret_id))
@@ -107,7 +108,7 @@ def _out_of_retries(task) -> bool:
 @shared_task(name="secrets_vault.tasks.oauth_exchange", **OAUTH_RETRY)
 def oauth_exchange(self, owner_id, connection_id, attempt_id, grant_secret_id):
     """Redeem the authorization code web sealed from the callback; the connection ends active or says why."""
-    with services.audited_refusals(owner_id):
+    with vault_services.audited_refusals(owner_id):
         try:
             return grants.exchange(owner_id=owner_id, connection_id=connection_id, attempt_id=attempt_id,
                                         grant_secret_id=grant_secret_id)
@@ -122,7 +123,7 @@ def oauth_exchange(self, owner_id, connection_id, attempt_id, grant_secret_id):
 @shared_task(name="secrets_vault.tasks.oauth_access_lease", **OAUTH_RETRY)
 def oauth_access_lease(self, owner_id, connection_id, purpose):
     """Issue a lease of a fresh access token; chain the sync task after it (it receives the lease)."""
-    with services.audited_refusals(owner_id):
+    with vault_services.audited_refusals(owner_id):
         try:
             return grants.access_lease(owner_id=owner_id, connection_id=connection_id,
                                             purpose=purpose).as_message()
@@ -135,7 +136,7 @@ def oauth_access_lease(self, owner_id, connection_id, purpose):
 @shared_task(name="secrets_vault.tasks.oauth_close_lease")
 def oauth_close_lease(owner_id, connection_id, provider, secret_id, scopes):
     """Disconnect: a lease to stop the mailbox's push channel, before oauth_revoke runs ({} if none)."""
-    with services.audited_refusals(owner_id):
+    with vault_services.audited_refusals(owner_id):
         return grants.closing_lease(owner_id=owner_id, connection_id=connection_id, provider=provider,
                                          secret_id=secret_id, scopes=scopes)
 
@@ -143,7 +144,7 @@ def oauth_close_lease(owner_id, connection_id, provider, secret_id, scopes):
 @shared_task(name="secrets_vault.tasks.oauth_revoke", **OAUTH_RETRY)
 def oauth_revoke(self, owner_id, connection_id, provider, secret_id):
     """Disconnect: revoke the refresh token at the provider and destroy it (unrevoked, as a last resort)."""
-    with services.audited_refusals(owner_id):
+    with vault_services.audited_refusals(owner_id):
         try:
             return grants.revoke(owner_id=owner_id, connection_id=connection_id, provider=provider,
                                       secret_id=secret_id)
@@ -163,7 +164,7 @@ def oauth_revoke_for_deletion(self, owner_id, connection_id, provider, secret_id
     keys kept alive because a revocation failed would break the deletion promise."""
     ids = {"owner_id": owner_id, "connection_id": connection_id, "provider": provider, "secret_id": secret_id}
     try:
-        with services.audited_refusals(owner_id):
+        with vault_services.audited_refusals(owner_id):
             return grants.revoke(owner_id=owner_id, connection_id=connection_id, provider=provider,
                                       secret_id=secret_id)
     except ProviderUnavailable as exc:
@@ -179,7 +180,7 @@ def oauth_revoke_for_deletion(self, owner_id, connection_id, provider, secret_id
         if not _out_of_retries(self):
             raise self.retry(exc=exc, countdown=_backoff(self)) from None
         return _revocation_failed(ids, "the KMS stayed unavailable", audit=True)
-    except services.VaultRefusal as refusal:  # already in the audit trail (audited_refusals)
+    except vault_services.VaultRefusal as refusal:  # already in the audit trail (audited_refusals)
         return _revocation_failed(ids, f"the vault refused: {refusal.reason}", audit=False)
     except Exception as exc:  # noqa: BLE001 - see the docstring: deletion goes on
         return _revocation_failed(ids, f"unexpected {type(exc).__name__}", audit=True)
@@ -190,7 +191,7 @@ def _revocation_failed(ids: dict, reason: str, *, audit: bool) -> dict:
     account (its audit trail is purged with it); neither holds a token or an error's text."""
     if audit:
         with owner_scope(ids["owner_id"]):
-            services.audit_record(owner_id=ids["owner_id"], action=AuditEvent.Action.REFUSED, process="vault",
+            audit_record(owner_id=ids["owner_id"], action=AuditEvent.Action.REFUSED, process="vault",
                                   purpose="oauth_refresh_token", subject=ids["connection_id"],
                                   detail=f"not revoked at the provider during account deletion: {reason}")
     logger.warning("account deletion: %s grant of connection %s not revoked (%s); shredding goes on",

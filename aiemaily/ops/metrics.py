@@ -3,6 +3,7 @@ lag per mailbox (from the snapshot that `aiemaily.ops.tasks.metrics_snapshot` wr
 since reading every owner's mailboxes needs the maintenance role, which web does not hold)."""
 
 import logging
+import time
 
 from amqp.exceptions import NotFound as AmqpNotFound
 from django.core.cache import cache
@@ -54,7 +55,5 @@ def render() -> str:
     if taken is None:
         lines.append("aiemaily_metrics_snapshot_age_seconds -1")
     else:
-        import time
-
         lines.append(f"aiemaily_metrics_snapshot_age_seconds {max(0, time.time() - taken):.0f}")
     return "\n".join(lines) + "\n"

@@ -6,13 +6,14 @@ that reads as a bug. Anything else stays a 500. aiemaily/views.py's handler500 a
 path (a view, a DRF view, a middleware) is covered; tests/test_prod_sim.py restarts each dependency.
 """
 
+from django.db import InterfaceError, OperationalError
+
 RETRY_AFTER_SECONDS = 5
 
 
 def _outage_types() -> tuple[type[BaseException], ...]:
-    from django.db import InterfaceError, OperationalError
-
     types: list[type[BaseException]] = [OperationalError, InterfaceError]
+    # Each client library in its own try, at call time: a process without one still classifies the rest.
     try:  # the broker (a view that enqueues a task while RabbitMQ/Redis is down)
         from kombu.exceptions import OperationalError as BrokerDown
 

@@ -6,9 +6,12 @@ around it, `unscoped(reason=...)`, is named, logged, and runs on the `maintenanc
 """
 
 import logging
+from uuid import UUID
 
 from django.conf import settings
 from django.db import models
+from django.http import Http404
+from django.shortcuts import get_object_or_404
 
 audit_logger = logging.getLogger("aiemaily.audit.unscoped")
 
@@ -120,11 +123,6 @@ class OwnedModel(models.Model):
 def owned_or_404(queryset, pk):
     """One owned row by primary key, or 404 — also for an id that is not a UUID at all (a form field
     or query value, where no URL converter checked it), which would otherwise be a 500."""
-    from uuid import UUID
-
-    from django.http import Http404
-    from django.shortcuts import get_object_or_404
-
     try:
         UUID(str(pk))
     except ValueError:

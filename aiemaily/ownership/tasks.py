@@ -7,12 +7,12 @@ is read from thread-locals or left over from a previous task.
 
 import functools
 
+from aiemaily.ownership.binding import owner_scope
+
 
 def owner_task(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from aiemaily.ownership.binding import owner_scope
-
         owner_id = kwargs.get("owner_id") if "owner_id" in kwargs else (args[0] if args else None)
         if not owner_id:
             raise ValueError(f"{func.__name__} needs an owner id")

@@ -20,6 +20,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -205,8 +206,6 @@ def vet_base_url(url: str, *, resolver: Resolver | None = None) -> VettedAddress
     """A user's API base URL (a custom AI endpoint): https to a public host, or plain http only to a
     host the operator allow-listed (a self-hosted model on this machine or network). Checked when
     the URL is stored and again before every connection."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url or "")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \

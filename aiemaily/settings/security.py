@@ -9,7 +9,7 @@ from aiemaily.settings.core import AIEMAILY_ENV, AIEMAILY_PROCESS, DEVELOPMENT, 
 
 # --- keys ---------------------------------------------------------------------------------------
 _dev_keys = None
-if DEVELOPMENT:
+if DEVELOPMENT:  # the key generator is imported only where it may run
     from aiemaily.devkeys import ensure_dev_keys
 
     _dev_keys = ensure_dev_keys(VAR_DIR / "keys")

@@ -19,7 +19,7 @@ if AIEMAILY_PROCESS == "test" and PRODUCTION:
 # The roles this process plays; lower case, so not a Django setting (providers, billing and the
 # assistant's modules read it to decide which of their secrets this process may hold).
 plays = {AIEMAILY_PROCESS} if AIEMAILY_PROCESS != "test" else {"web", "vault", "sync", "idle", "ai"}
-if DEVELOPMENT:
+if DEVELOPMENT:  # the key generator is imported only where it may run
     from aiemaily.devkeys import ensure_dev_vault_keys
 
     _dev_vault = ensure_dev_vault_keys(VAR_DIR / "keys")

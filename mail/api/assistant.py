@@ -13,6 +13,7 @@ the draft is the delegate's own (offline, `"shared": true`, no mailbox to send f
 import time
 from email.utils import parseaddr
 
+from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
@@ -125,8 +126,6 @@ def _draft_extra(result: AiResult) -> dict:
 
 def _draft_message(user, message_id):
     """The user's own message, or one of a thread shared with them with the draft permission."""
-    from django.http import Http404
-
     try:
         return message_get(owner=user, message_id=message_id)
     except Http404:

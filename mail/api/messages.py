@@ -14,9 +14,9 @@ from mail import blobstore, services
 from mail.assistant.models import AiResult
 from mail.assistant.selectors import with_triage
 from mail.attachments import attachment_response
+from mail.models import LABEL
 from mail.parsing import attachment, body_parts, thread_source
-from mail.selectors import connection_get, message_get, message_list
-from mail.send.actions import LABEL, message_actionable
+from mail.selectors import connection_get, message_actionable, message_get, message_list
 
 
 class MessagePagination(CreatedCursorPagination):
@@ -174,7 +174,7 @@ class MessageArchiveApi(_ActionApi):
 
 
 class LabelField(serializers.RegexField):
-    """An IMAP atom (mail.send.actions.LABEL), which the schema shows as its pattern."""
+    """An IMAP atom (mail.models.LABEL), which the schema shows as its pattern."""
 
     def __init__(self, **kwargs):
         super().__init__(LABEL.pattern, max_length=64, **kwargs)

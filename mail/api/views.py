@@ -14,6 +14,7 @@ from aiemaily.api.schema import error
 from mail import services
 from mail.api.serializers import ConnectionInput, ConnectionOutput
 from mail.selectors import connection_get, connection_list
+from mail.web.oauth import oauth_start
 
 
 class ConnectionPagination(CreatedCursorPagination):
@@ -41,8 +42,6 @@ class ConnectionListApi(ListAPIView):
                                                          imap=values["imap"], smtp=values["smtp"])
             body = ConnectionOutput(connection).data
         else:
-            from mail.web.oauth import oauth_start
-
             connection, authorize_url = oauth_start(
                 owner=request.user, provider=values["provider"], capabilities=values.get("capabilities"),
                 redirect_uri=request.build_absolute_uri(f"/connections/oauth/{values['provider']}/callback"))

@@ -6,7 +6,9 @@ encrypted under a per-object key before it is written. The audit trail gets prov
 message ids and byte counts — never content.
 """
 
+import json
 import logging
+import re
 import time
 
 from django.conf import settings
@@ -55,9 +57,6 @@ def _offline(kind: str, thread: list[MailText], *, tone: str, instruction: str, 
 
 
 def _parse_triage(text: str) -> tuple[str, str] | None:
-    import json
-    import re
-
     match = re.search(r"\{[^{}]{0,300}\}", text)
     try:
         data = json.loads(match.group(0)) if match else None

@@ -2,6 +2,8 @@
 
 import hashlib
 
+from django.db.models import OuterRef, Subquery
+
 from aiemaily.ownership.models import owned_or_404
 from mail.assistant.models import AiResult, AiSettings
 from mail.models import Message
@@ -45,8 +47,6 @@ def latest_summary(*, owner, key: str) -> AiResult | None:
 
 def with_triage(messages, *, owner):
     """Annotate a message queryset with its triage (triage_category, triage_priority), one query."""
-    from django.db.models import OuterRef, Subquery
-
     triage = AiResult.objects.for_owner(owner).filter(message_id=OuterRef("pk"), kind=AiResult.Kind.TRIAGE,
                                                       status=AiResult.Status.READY)
     return messages.annotate(triage_category=Subquery(triage.values("category")[:1]),

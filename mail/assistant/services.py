@@ -15,16 +15,15 @@ from billing.services import platform_ai_check
 from mail import blobstore
 from mail.assistant.models import AiResult, AiSettings, field_name
 from mail.assistant.selectors import latest_summary, thread_key, thread_messages
-from mail.models import Message
-from secrets_vault.tasks import ai_key_lease
+from mail.models import Connection, Message
+from mail.queue import result_run, result_run_leased
+from secrets_vault.queue import ai_key_lease
 
 PENDING_STALE = timedelta(minutes=5)
 ERROR_HOLD_SECONDS = 10
 
 
 def _dispatch(result: AiResult) -> None:
-    from mail.assistant.tasks import result_run, result_run_leased
-
     prefs = AiSettings.objects.for_owner(result.owner_id).select_related("ai_key").first()
     owner_id, result_id = str(result.owner_id), str(result.pk)
     leased = prefs and prefs.mode == AiSettings.Mode.BYOK and prefs.third_party_enabled and prefs.ai_key is not None
@@ -136,8 +135,6 @@ def ai_settings_update(*, owner, **fields) -> AiSettings:
 
 def triage_mailboxes_set(*, owner, connection_ids) -> None:
     """Opt mailboxes in to triage on sync (and every other one out)."""
-    from mail.models import Connection
-
     mine = Connection.objects.for_owner(owner)
     mine.filter(pk__in=connection_ids).update(ai_triage=True)
     mine.exclude(pk__in=connection_ids).update(ai_triage=False)

@@ -204,7 +204,7 @@ class GuardedIMAPClient:
 
     @staticmethod
     def connect(vetted: netguard.VettedAddress, security: str, timeout: float):
-        import imapclient
+        import imapclient  # start-up cost: only worker-sync and idle open IMAP sessions
 
         class _Client(imapclient.IMAPClient):
             def _create_IMAP4(self):  # noqa: N802 - imapclient's hook name

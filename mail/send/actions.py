@@ -21,9 +21,9 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Connection, Folder, Message
+from mail.sync.gmail import GmailApi, mailbox
+from mail.sync.graph import GraphApi
 from mail.sync.rest import TIMEOUT, ApiClient, AuthFailed, ProviderError, folder_row, merge_state
-
-LABEL = re.compile(r"^[A-Za-z0-9_.$-][A-Za-z0-9_.$-]{0,63}$")  # an IMAP atom, no specials or spaces
 
 
 def _folder_named(client, special: bytes, fallbacks: tuple[str, ...]) -> str:
@@ -158,9 +158,6 @@ def call_once(api: ApiClient, method: str, path: str, *, what: str, **kwargs) ->
 
 
 def api_for(provider: str, token) -> ApiClient:
-    from mail.sync.gmail import GmailApi
-    from mail.sync.graph import GraphApi
-
     return GmailApi(token) if provider == Connection.Provider.GMAIL else GraphApi(token)
 
 
@@ -170,8 +167,6 @@ def _reflect(owner_id, message: Message, **fields) -> None:
 
 
 def _gmail_modify(api, owner_id, message: Message, add: list[str], remove: list[str]) -> None:
-    from mail.sync.gmail import mailbox
-
     response = call_once(api, "POST", f"{_GMAIL_USER}/messages/{quote(message.provider_id, safe='')}/modify",
                          json={"addLabelIds": add, "removeLabelIds": remove}, what="change this message")
     labels = [str(label) for label in api.decode(response).get("labelIds") or []]
@@ -243,13 +238,3 @@ def graph_apply(api, owner_id, message: Message, action: str, params: dict) -> N
         _reflect(owner_id, message, labels=[str(c) for c in categories] if isinstance(categories, list) else wanted)
     else:
         raise ValueError(f"unknown action {action!r}")
-
-
-def message_actionable(message) -> bool:
-    """IMAP acts on a UID; Gmail and Microsoft on the provider's id, with a signed-in connection."""
-    connection = message.connection
-    if connection.status != "active":
-        return False
-    if connection.provider == "imap":
-        return bool(message.uid)
-    return bool(message.provider_id) and connection.oauth_secret_id is not None

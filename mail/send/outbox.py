@@ -34,6 +34,9 @@ from aiemaily.ownership.binding import owner_scope
 from mail import blobstore
 from mail.models import Connection, OutboxMessage
 from mail.providers.mailservers import MailServerError, imap_client, smtp_session
+from mail.send.actions import Ambiguous, Transient, api_for, call_once
+from mail.services import connection_record_verification
+from mail.sync.rest import AuthFailed, ProviderError
 from secrets_vault.sealing import lease_open
 
 logger = logging.getLogger(__name__)
@@ -243,8 +246,6 @@ def _verdict(owner_id, row: OutboxMessage, found: bool) -> str:
 # themselves, so there is no copy to append.
 
 def _api_send(api, provider: str, raw: bytes) -> None:
-    from mail.send.actions import call_once
-
     if provider == Connection.Provider.GMAIL:
         call_once(api, "POST", "/gmail/v1/users/me/messages/send", what="send this message",
                   json={"raw": base64.urlsafe_b64encode(raw).decode().rstrip("=")})
@@ -265,8 +266,6 @@ def _api_in_sent(api, provider: str, message_id: str) -> bool:
 
 
 def _needs_reauth(owner_id, connection_id, message: str) -> None:
-    from mail.services import connection_record_verification
-
     with owner_scope(owner_id):
         connection_record_verification(owner_id=owner_id, connection_id=connection_id, error_code="auth_failed",
                                        error=message)
@@ -277,9 +276,6 @@ def send_via_api(token, owner_id, outbox_id) -> str:
 
     'sent' | 'failed' | 'retry' (still queued: nothing reached the provider) | 'checking' (the
     answer was lost: uncertain, reconcile soon) | 'uncertain' | 'skipped' | 'gone'."""
-    from mail.send.actions import Ambiguous, Transient, api_for
-    from mail.sync.rest import AuthFailed, ProviderError
-
     row, decision = _claim(owner_id, outbox_id)
     if decision == "skip":
         return "skipped" if row else "gone"
@@ -312,8 +308,6 @@ def send_via_api(token, owner_id, outbox_id) -> str:
 
 
 def _api_reconcile(api, owner_id, row: OutboxMessage, connection: Connection) -> str:
-    from mail.sync.rest import AuthFailed, ProviderError
-
     try:
         found = _api_in_sent(api, connection.provider, row.message_id)
     except ProviderError as exc:

@@ -30,6 +30,7 @@ from aiemaily.webhooks.services import (
     subscription_store,
 )
 from mail.models import Connection
+from mail.selectors import push_provider
 from mail.send.actions import api_for, call_once
 from mail.sync.rest import ProviderError
 
@@ -39,15 +40,6 @@ GMAIL_USER = "/gmail/v1/users/me"
 GRAPH_CAP_MINUTES = 4230
 GRAPH_CHANGES = "created,updated,deleted"
 GRAPH_RESOURCE = "me/messages"
-
-
-def push_provider(connection: Connection) -> str | None:
-    """The registry provider of this mailbox's channel, or None when push is not configured for it."""
-    if connection.provider == Connection.Provider.GMAIL and settings.AIEMAILY_GMAIL_PUSH_TOPIC:
-        return Provider.GMAIL
-    if connection.provider == Connection.Provider.MICROSOFT and settings.AIEMAILY_GRAPH_NOTIFICATION_URL:
-        return Provider.GRAPH
-    return None
 
 
 def _parse_graph_time(value) -> datetime | None:

@@ -14,6 +14,7 @@ from mail import services
 from mail.models import Connection
 from mail.selectors import connection_get, connection_list
 from mail.web.forms import ImapConnectionForm, PasswordUpdateForm
+from mail.web.oauth import oauth_start
 from secrets_vault.crypto import SecretStr
 from secrets_vault.oauth import scopes
 
@@ -53,7 +54,6 @@ def connection_add_imap(request):
 def connection_start_oauth(request, provider):
     if provider not in ("gmail", "microsoft"):
         return render(request, "404.html", status=404)
-    from mail.web.oauth import oauth_start
 
     capabilities = [c for c in request.POST.getlist("capabilities") if c in scopes.CAPABILITIES] or None
     existing = None

@@ -20,11 +20,12 @@ from aiemaily.security.mailframe import render_message_frame
 from mail import blobstore, services
 from mail.assistant.selectors import triage_by_message
 from mail.attachments import attachment_response
-from mail.models import Connection, Delegation, OutboxMessage
+from mail.models import LABEL, Connection, Delegation, OutboxMessage
 from mail.parsing import attachment, body_parts, thread_source
 from mail.selectors import (
     connection_list,
     folder_list,
+    message_actionable,
     message_get,
     message_list,
     message_page,
@@ -32,7 +33,6 @@ from mail.selectors import (
     outbox_list,
     thread_sizes,
 )
-from mail.send.actions import LABEL, message_actionable
 from mail.web.assistant import draft_for_compose, summary_context
 
 PAGE = 50
@@ -305,7 +305,5 @@ def outbox_item(request, outbox_id):
 
 
 def _outbox_context(rows) -> dict:
-    from django.conf import settings
-
     return {"rows": rows, "any_uncertain": any(r.status == OutboxMessage.Status.UNCERTAIN for r in rows),
             "stale_minutes": max(1, round(settings.AIEMAILY_SEND_STALE_SECONDS / 60))}

@@ -31,9 +31,9 @@ from mail.services import mailbox_slot_check
 from secrets_vault.crypto import SecretStr
 from secrets_vault.oauth import scopes
 from secrets_vault.oauth.base import GRANT_PURPOSE, PKCE_PURPOSE, PROVIDER_NAMES, nonce_digest, pkce_challenge
+from secrets_vault.queue import oauth_exchange
 from secrets_vault.sealing import seal_for_vault
 from secrets_vault.services import secret_submit
-from secrets_vault.tasks import oauth_exchange
 
 ATTEMPT_LIFETIME = timedelta(minutes=10)
 MAX_CODE_LENGTH = 4096  # real codes are a few hundred characters; anything longer is not one

@@ -45,7 +45,7 @@ BACKENDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 
 
 def _build_local(params: dict[str, Any]) -> KeyEncryptionService:
-    from secrets_vault.kms.local import LocalKms
+    from secrets_vault.kms.local import LocalKms  # each backend is imported only when chosen
 
     return LocalKms(params["key_dir"], create=params.get("create", False))
 
@@ -59,7 +59,7 @@ def _build_pkcs11(params: dict[str, Any]) -> KeyEncryptionService:
 
 
 def _build_aws(params: dict[str, Any]) -> KeyEncryptionService:
-    from secrets_vault.kms.aws import AwsKms
+    from secrets_vault.kms.aws import AwsKms  # boto3 is loaded only where AWS KMS is chosen
 
     options = {name: params[name] for name in BACKENDS["aws"][1] if name in params}
     return AwsKms(params["key_id"], **options)

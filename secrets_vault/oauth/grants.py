@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from aiemaily.ownership.binding import owner_scope
-from secrets_vault import services
+from secrets_vault import vault_services
 from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.oauth import google as google_oauth
 from secrets_vault.oauth import holder
@@ -35,7 +35,8 @@ from secrets_vault.oauth.base import (
 )
 from secrets_vault.oauth.holder import Status
 from secrets_vault.sealing import Lease, lease_seal
-from secrets_vault.services import VaultRefusal
+from secrets_vault.services import audit_record
+from secrets_vault.vault_services import VaultRefusal
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _tell(connection, status: str, message: str) -> None:
 
 def _flow_secrets(owner_id, attempt) -> dict:
     """The PKCE verifier, nonce and redirect URI web sealed to us when the attempt began."""
-    opened = services.sealed_open(owner_id=owner_id, subject_id=attempt.id, purpose=PKCE_PURPOSE,
+    opened = vault_services.sealed_open(owner_id=owner_id, subject_id=attempt.id, purpose=PKCE_PURPOSE,
                                   sealed=attempt.sealed_verifier)
     try:
         flow = json.loads(opened.reveal())
@@ -76,7 +77,7 @@ def _flow_secrets(owner_id, attempt) -> dict:
 
 
 def _refuse(owner_id, *, subject, detail: str) -> None:
-    services.audit_record(owner_id=owner_id, action=AuditEvent.Action.REFUSED, process="vault",
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.REFUSED, process="vault",
                           purpose="oauth_scopes", subject=subject, detail=detail)
 
 
@@ -112,7 +113,7 @@ def exchange_failed(*, owner_id, connection_id, grant_secret_id, message: str = 
     """Give up on a code (retries ran out, or the vault refused it): destroy it and tell the user."""
     with owner_scope(owner_id):
         connection = _locked_connection(owner_id, connection_id)
-        services.secret_destroy(owner_id=owner_id, secret_id=grant_secret_id, detail="sign-in abandoned")
+        vault_services.secret_destroy(owner_id=owner_id, secret_id=grant_secret_id, detail="sign-in abandoned")
         if connection is not None:
             name = PROVIDER_NAMES.get(connection.provider, "The provider")
             _tell(connection, Status.ERROR,
@@ -126,12 +127,12 @@ def _exchange_locked(owner_id, connection_id, attempt_id, grant_secret_id) -> di
     if grant is None:
         return {"connection_id": str(connection_id), "status": "already_done"}
     if connection is None or connection.status == Status.DISCONNECTED:
-        services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail="connection gone before use")
+        vault_services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail="connection gone before use")
         return {"connection_id": str(connection_id), "status": "gone"}
     attempt = holder.get().finished_attempt(owner_id, attempt_id=attempt_id, connection_id=connection.pk)
     if attempt is None or attempt.used_at is None:
         raise VaultRefusal("no finished sign-in attempt for this code", purpose=GRANT_PURPOSE, subject=grant.pk)
-    code = services.secret_open_sealed(owner_id=owner_id, secret_id=grant.pk, purpose=GRANT_PURPOSE)
+    code = vault_services.secret_open_sealed(owner_id=owner_id, secret_id=grant.pk, purpose=GRANT_PURPOSE)
     flow = _flow_secrets(owner_id, attempt)
     provider = PROVIDERS[connection.provider]
     try:
@@ -139,7 +140,7 @@ def _exchange_locked(owner_id, connection_id, attempt_id, grant_secret_id) -> di
                                         redirect_uri=flow["redirect_uri"], scopes=attempt.requested_scopes)
     except (GrantRevoked, ProviderRejected) as exc:
         # Terminal: the code is spent or refused either way. No retry; the user is told what to do.
-        services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail=f"exchange refused ({exc.code})")
+        vault_services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail=f"exchange refused ({exc.code})")
         status = Status.NEEDS_REAUTH if isinstance(exc, GrantRevoked) else Status.ERROR
         _tell(connection, status, exc.message)
         return {"connection_id": str(connection.pk), "status": status, "code": exc.code}
@@ -147,7 +148,7 @@ def _exchange_locked(owner_id, connection_id, attempt_id, grant_secret_id) -> di
         del code
         # The verifier is worthless once its code is spent; no sealed copy needs to stay around.
         holder.get().attempt_spent(owner_id, attempt_id=attempt.pk)
-    services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail="authorization code redeemed")
+    vault_services.secret_destroy(owner_id=owner_id, secret_id=grant.pk, detail="authorization code redeemed")
     return _accept(owner_id, connection, attempt, tokens, provider)
 
 
@@ -166,7 +167,7 @@ def _accept(owner_id, connection, attempt, tokens: Tokens, provider) -> dict:
         return {"connection_id": str(connection.pk), "status": "refused", "reason": problem}
     detail = f"{name} refresh token; granted {len(granted)} scopes" + (f", {len(missing)} fewer than asked"
                                                                         if missing else "")
-    secret = services.secret_put(owner_id=owner_id, purpose=REFRESH_PURPOSE, value=tokens.refresh_token,
+    secret = vault_services.secret_put(owner_id=owner_id, purpose=REFRESH_PURPOSE, value=tokens.refresh_token,
                                  secret_id=connection.oauth_secret_id, detail=detail)
     _save(connection, oauth_secret=secret, email=tokens.email or connection.email,
           requested_scopes=list(attempt.requested_scopes), granted_scopes=granted,
@@ -193,7 +194,7 @@ def _refuse_broader(owner_id, connection, tokens, provider, broader: list[str]) 
     if connection.oauth_secret_id is not None:
         # Google revokes the whole grant with any of its tokens, so the old refresh token died too;
         # for Microsoft, a connection whose consent we refused must not live on either.
-        services.secret_destroy(owner_id=owner_id, secret_id=connection.oauth_secret_id,
+        vault_services.secret_destroy(owner_id=owner_id, secret_id=connection.oauth_secret_id,
                                 detail="connection refused: broader grant")
     _save(connection, status=Status.ERROR, last_error=message[:300], granted_scopes=[],
           oauth_secret=None)
@@ -238,12 +239,12 @@ def _refresh_locked(owner_id, connection_id) -> Lease | str:
         return "no such OAuth connection"
     if connection.status != Status.ACTIVE or connection.oauth_secret_id is None:
         return f"connection is {connection.status}, not active"
-    refresh_token = services.secret_reveal(owner_id=owner_id, secret_id=connection.oauth_secret_id,
+    refresh_token = vault_services.secret_reveal(owner_id=owner_id, secret_id=connection.oauth_secret_id,
                                            purpose=REFRESH_PURPOSE)
     try:
         tokens = PROVIDERS[connection.provider].refresh(refresh_token=refresh_token, scopes=connection.granted_scopes)
     except GrantRevoked as exc:
-        services.secret_destroy(owner_id=owner_id, secret_id=connection.oauth_secret_id,
+        vault_services.secret_destroy(owner_id=owner_id, secret_id=connection.oauth_secret_id,
                                 detail=f"refused by the provider ({exc.code})")
         _save(connection, status=Status.NEEDS_REAUTH, last_error=exc.message, oauth_secret=None)
         return f"refresh refused by the provider ({exc.code}); needs sign-in"
@@ -253,12 +254,12 @@ def _refresh_locked(owner_id, connection_id) -> Lease | str:
     finally:
         del refresh_token
     if tokens.refresh_token is not None:
-        services.secret_put(owner_id=owner_id, purpose=REFRESH_PURPOSE, value=tokens.refresh_token,
+        vault_services.secret_put(owner_id=owner_id, purpose=REFRESH_PURPOSE, value=tokens.refresh_token,
                             secret_id=connection.oauth_secret_id, detail="rotated by the provider")
     ttl = max(1, min(settings.AIEMAILY_LEASE_SECONDS, tokens.expires_in - LEASE_MARGIN_SECONDS))
     lease = lease_seal(tokens.access_token.reveal().encode(), owner_id=owner_id, connection_id=connection.pk,
                        purpose=ACCESS_PURPOSE, ttl_seconds=ttl)
-    services.audit_record(owner_id=owner_id, action=AuditEvent.Action.LEASE, process="vault",
+    audit_record(owner_id=owner_id, action=AuditEvent.Action.LEASE, process="vault",
                           purpose=ACCESS_PURPOSE, subject=connection.pk,
                           detail=f"lease {lease.lease_id} until {lease.expires_at}")
     return lease
@@ -279,7 +280,7 @@ def closing_lease(*, owner_id, connection_id, provider: str, secret_id, scopes) 
         secret = Secret.objects.for_owner(owner_id).filter(pk=secret_id, purpose=REFRESH_PURPOSE).first()
         if secret is None:
             return {}
-        refresh_token = services.secret_reveal(owner_id=owner_id, secret_id=secret.pk, purpose=REFRESH_PURPOSE)
+        refresh_token = vault_services.secret_reveal(owner_id=owner_id, secret_id=secret.pk, purpose=REFRESH_PURPOSE)
         try:
             tokens = PROVIDERS[provider].refresh(refresh_token=refresh_token, scopes=scopes)
         except OAuthError as exc:
@@ -289,12 +290,12 @@ def closing_lease(*, owner_id, connection_id, provider: str, secret_id, scopes) 
         finally:
             del refresh_token
         if tokens.refresh_token is not None:  # Microsoft rotates: the revocation needs the newest
-            services.secret_put(owner_id=owner_id, purpose=REFRESH_PURPOSE, value=tokens.refresh_token,
+            vault_services.secret_put(owner_id=owner_id, purpose=REFRESH_PURPOSE, value=tokens.refresh_token,
                                 secret_id=secret.pk, detail="rotated by the provider")
         ttl = max(1, min(settings.AIEMAILY_LEASE_SECONDS, tokens.expires_in - LEASE_MARGIN_SECONDS))
         lease = lease_seal(tokens.access_token.reveal().encode(), owner_id=owner_id, connection_id=connection_id,
                            purpose=ACCESS_PURPOSE, ttl_seconds=ttl)
-        services.audit_record(owner_id=owner_id, action=AuditEvent.Action.LEASE, process="vault",
+        audit_record(owner_id=owner_id, action=AuditEvent.Action.LEASE, process="vault",
                               purpose=ACCESS_PURPOSE, subject=connection_id,
                               detail=f"lease {lease.lease_id} to stop push notifications before revocation")
         return lease.as_message()
@@ -318,7 +319,7 @@ def revoke(*, owner_id, connection_id, provider: str, secret_id, give_up: bool =
         if give_up:
             detail = f"{name} could not be reached to revoke; destroyed unrevoked"
         else:
-            token = services.secret_reveal(owner_id=owner_id, secret_id=secret.pk, purpose=REFRESH_PURPOSE)
+            token = vault_services.secret_reveal(owner_id=owner_id, secret_id=secret.pk, purpose=REFRESH_PURPOSE)
             try:
                 revoked = PROVIDERS[provider].revoke(token=token)
             except ProviderRejected as exc:
@@ -328,5 +329,5 @@ def revoke(*, owner_id, connection_id, provider: str, secret_id, give_up: bool =
                           else f"{name} has no revocation endpoint; destroyed")
             finally:
                 del token
-        services.secret_destroy(owner_id=owner_id, secret_id=secret.pk, detail=detail)
+        vault_services.secret_destroy(owner_id=owner_id, secret_id=secret.pk, detail=detail)
         return {"secret_id": str(secret_id), "status": "destroyed", "revoked": revoked}

@@ -40,7 +40,8 @@ def stored_secret(owner, value: str = "imap-password-value", purpose: str = "ima
     """A secret submitted as web does and stored as worker-vault does (both run in this process)."""
     from aiemaily.ownership.binding import owner_scope
     from secrets_vault.crypto import SecretStr
-    from secrets_vault.services import secret_store_sealed, secret_submit
+    from secrets_vault.services import secret_submit
+    from secrets_vault.vault_services import secret_store_sealed
 
     with owner_scope(owner):
         secret = secret_submit(owner=owner, purpose=purpose, value=SecretStr(value))

@@ -10,7 +10,7 @@ from django.test import Client
 
 from aiemaily.ownership.binding import owner_scope
 from mail.models import Connection
-from secrets_vault import services
+from secrets_vault import vault_services
 from tests.harness.https_server import session_server
 from tests.harness.oauth_servers import FakeGoogle, FakeMicrosoft
 
@@ -77,6 +77,6 @@ def stored_refresh_token(user, connection_id) -> tuple[Connection, str]:
     """The connection as it is now and the refresh token the vault holds for it."""
     with owner_scope(user):
         connection = Connection.objects.for_owner(user).get(pk=connection_id)
-        stored = services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
+        stored = vault_services.secret_reveal(owner_id=user.pk, secret_id=connection.oauth_secret_id,
                                         purpose="oauth_refresh_token").reveal()
     return connection, stored

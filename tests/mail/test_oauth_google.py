@@ -25,8 +25,8 @@ from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.oauth import grants as oauth_vault
 from secrets_vault.oauth.base import ProviderUnavailable, pkce_challenge
 from secrets_vault.sealing import lease_open
-from secrets_vault.services import VaultRefusal
 from secrets_vault.tasks import oauth_access_lease, oauth_exchange, oauth_revoke
+from secrets_vault.vault_services import VaultRefusal
 from tests.harness.concurrency import run_together
 from tests.harness.factories import UserFactory
 from tests.harness.oauth_flow import (

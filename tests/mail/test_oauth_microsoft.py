@@ -18,8 +18,8 @@ from secrets_vault.oauth import grants as oauth_vault
 from secrets_vault.oauth.base import pkce_challenge
 from secrets_vault.oauth.microsoft import canonical_scopes
 from secrets_vault.sealing import lease_open
-from secrets_vault.services import VaultRefusal
 from secrets_vault.tasks import oauth_access_lease, oauth_exchange, oauth_revoke
+from secrets_vault.vault_services import VaultRefusal
 from tests.harness.concurrency import run_together
 from tests.harness.oauth_flow import (
     browser,

@@ -48,6 +48,15 @@ BAD_IMPORTS = [
      "vault-never-imports-mail"),
     ("mail/api/_probe.py", "from secrets_vault import keystore\n", "web-not-key-store"),
     ("accounts/api/_probe.py", "from secrets_vault.kms.local import LocalKms\n", "web-not-key-store"),
+    # Strict: not even through another module (here, the vault's own tasks, which use the key store).
+    ("mail/web/_probe.py", "from secrets_vault.tasks import oauth_exchange\n", "web-not-key-store"),
+    ("secrets_vault/api/_probe.py", "from secrets_vault import vault_services\n", "web-not-key-store"),
+    # The sync and ai pools hold lease keys, never the vault's key store or OAuth client secrets.
+    ("mail/sync/_probe.py", "import secrets_vault.oauth.grants\n", "sync-and-ai-not-vault"),
+    ("mail/assistant/_probe.py", "from secrets_vault import vault_services\n", "sync-and-ai-not-vault"),
+    # Web queues worker tasks by name: importing a task module (or the AI runner) is refused.
+    ("mail/api/_probe.py", "from mail.tasks import connection_sync\n", "web-not-workers"),
+    ("accounts/api/_probe.py", "from mail.assistant import runner\n", "web-not-workers"),
     # Worker code (here worker-sync's) never reaches the web zone's pages or API.
     ("mail/sync/_probe.py", "from mail.web import mailbox\n", "workers-not-web"),
     ("mail/send/_probe.py", "import mail.api.outbox\n", "workers-not-web"),
@@ -59,7 +68,7 @@ BAD_IMPORTS = [
 ]
 
 
-@pytest.mark.parametrize(("path", "source", "contract"), BAD_IMPORTS, ids=[b[0] for b in BAD_IMPORTS])
+@pytest.mark.parametrize(("path", "source", "contract"), BAD_IMPORTS, ids=[f"{b[2]}:{b[0]}" for b in BAD_IMPORTS])
 def test_a_forbidden_import_breaks_its_contract(tree_copy, path, source, contract):
     assert _lint_imports(tree_copy).returncode == 0  # the copy itself is clean
     (tree_copy / path).write_text(source)

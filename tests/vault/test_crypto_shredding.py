@@ -20,7 +20,8 @@ from mail.models import Connection, LegacyStorageKey
 from secrets_vault import keystore
 from secrets_vault.crypto import SecretStr
 from secrets_vault.models import AuditEvent, DataKey, Secret, StorageKey
-from secrets_vault.services import secret_put, secret_submit
+from secrets_vault.services import secret_submit
+from secrets_vault.vault_services import secret_put
 from tests.conftest import issue_tokens
 from tests.harness.factories import DEFAULT_PASSWORD, UserFactory
 from tests.harness.kms_fixtures import free_port

@@ -9,11 +9,11 @@ import pytest
 from django.db import connections
 
 from aiemaily.ownership.binding import owner_scope
-from secrets_vault import keystore, services
+from secrets_vault import keystore, services, vault_services
 from secrets_vault.crypto import SecretStr
 from secrets_vault.models import AuditEvent, DataKey, Secret
 from secrets_vault.sealing import LeaseError, lease_open
-from secrets_vault.services import VaultRefusal
+from secrets_vault.vault_services import VaultRefusal
 from tests.harness.factories import UserFactory, stored_secret
 
 pytestmark = [pytest.mark.django_db(databases=["default", "vault"]), pytest.mark.claim("envelope-encryption")]
@@ -29,8 +29,8 @@ def _fresh_dek_cache():
 
 
 def _lease(owner, secret, connection_id="conn-1", purpose="imap_password", **kwargs):
-    with services.audited_refusals(owner.pk), owner_scope(owner):
-        return services.secret_lease(owner_id=owner.pk, secret_id=secret.pk, connection_id=connection_id,
+    with vault_services.audited_refusals(owner.pk), owner_scope(owner):
+        return vault_services.secret_lease(owner_id=owner.pk, secret_id=secret.pk, connection_id=connection_id,
                                      purpose=purpose, **kwargs).as_message()
 
 
@@ -175,7 +175,7 @@ def test_a_sealed_value_replayed_into_another_row_is_refused():
         first = services.secret_submit(owner=owner, purpose="imap_password", value=SecretStr(CANARY))
         second = services.secret_submit(owner=owner, purpose="imap_password", value=SecretStr("x"))
         Secret.objects.for_owner(owner).filter(pk=second.pk).update(sealed=bytes(first.sealed))
-        stored = services.secret_store_sealed(owner_id=owner.pk, secret_id=second.pk)
+        stored = vault_services.secret_store_sealed(owner_id=owner.pk, secret_id=second.pk)
     assert stored.state == "failed" and stored.ciphertext is None and stored.sealed is None
 
 
@@ -205,7 +205,7 @@ def test_dek_rotation_reencrypts_and_destroys_the_old_key():
     owner = UserFactory()
     secrets = [stored_secret(owner, f"value-{n}") for n in range(3)]
     with owner_scope(owner):
-        moved = services.secret_reencrypt_owner(owner_id=owner.pk)
+        moved = vault_services.secret_reencrypt_owner(owner_id=owner.pk)
     assert moved == 3
     assert list(DataKey.objects.filter(owner_id=owner.pk).values_list("version", "active")) == [(2, True)]
     for n, secret in enumerate(secrets):
@@ -219,7 +219,7 @@ def test_an_interrupted_dek_rotation_resumes():
     keystore.rotate_dek(owner.pk)  # the "crash": a new version exists, nothing re-encrypted yet
     assert _reveal(owner, secret) == CANARY  # still readable under v1 meanwhile
     with owner_scope(owner):
-        services.secret_reencrypt_owner(owner_id=owner.pk)
+        vault_services.secret_reencrypt_owner(owner_id=owner.pk)
     with owner_scope(owner):
         assert Secret.objects.for_owner(owner).get(pk=secret.pk).dek_version == 3
     assert list(DataKey.objects.filter(owner_id=owner.pk).values_list("version", flat=True)) == [3]
@@ -249,7 +249,7 @@ def test_shredding_makes_leftover_ciphertext_unopenable():
     leftover = bytes(secret.ciphertext)
     wrapped_before = list(DataKey.objects.filter(owner_id=owner.pk).values_list("wrapped", flat=True))
     with owner_scope(owner):
-        assert services.owner_shred(owner_id=owner.pk) == 1
+        assert vault_services.owner_shred(owner_id=owner.pk) == 1
     assert not DataKey.objects.filter(owner_id=owner.pk).exists()
     assert wrapped_before  # the DEK existed, and now no copy of it is reachable
     with pytest.raises(KeyError):

@@ -30,12 +30,13 @@ def attempt(name, fn):
         results[name] = "OPENED:" + repr(value)
     except Exception as exc:
         results[name] = type(exc).__name__
-from secrets_vault import keystore, services
+from secrets_vault import keystore, vault_services
 from secrets_vault.models import Secret
 owner, secret_id = %(owner)r, %(secret)r
 def lease():
     with owner_scope(owner):
-        return services.secret_lease(owner_id=owner, secret_id=secret_id, connection_id="c", purpose="imap_password")
+        return vault_services.secret_lease(owner_id=owner, secret_id=secret_id, connection_id="c",
+                                           purpose="imap_password")
 attempt("lease", lease)
 attempt("kms", keystore.kms)
 attempt("vault_private_key", keystore.vault_private_key)

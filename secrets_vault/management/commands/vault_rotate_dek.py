@@ -7,7 +7,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from aiemaily.ownership.binding import owner_scope
-from secrets_vault import keystore, services
+from secrets_vault import keystore, vault_services
 from secrets_vault.models import DataKey
 
 
@@ -27,6 +27,6 @@ class Command(BaseCommand):
         owners = [owner] if owner else list(DataKey.objects.values_list("owner_id", flat=True).distinct())
         for number, owner_id in enumerate(owners, 1):
 
-            with services.audited_refusals(owner_id), owner_scope(owner_id):
-                moved = services.secret_reencrypt_owner(owner_id=owner_id)
+            with vault_services.audited_refusals(owner_id), owner_scope(owner_id):
+                moved = vault_services.secret_reencrypt_owner(owner_id=owner_id)
             self.stdout.write(f"[{number}/{len(owners)}] {owner_id}: {moved} secrets re-encrypted")

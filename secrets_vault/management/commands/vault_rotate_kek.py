@@ -8,6 +8,7 @@ Runs with worker-vault's configuration (AIEMAILY_PROCESS=vault). Safe while traf
 is re-wrapped under a row lock, and old KEK versions keep unwrapping until nothing depends on them.
 """
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from secrets_vault import keystore
@@ -27,7 +28,6 @@ class Command(BaseCommand):
             keystore.require_vault()
         except keystore.VaultNotHere as exc:
             raise CommandError(f"{exc} (run with AIEMAILY_PROCESS=vault and its keys)") from None
-        from django.conf import settings
 
         try:
             if init:
