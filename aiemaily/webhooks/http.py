@@ -39,8 +39,15 @@ class Rejected(Exception):
 
 
 def webhook_endpoint(view):
-    """POST only, CSRF-exempt, never cached: the decorations every webhook route needs, in one place."""
-    return csrf_exempt(never_cache(require_POST(wraps(view)(view))))
+    """POST only, CSRF-exempt, never cached: the decorations every webhook route needs, in one place.
+
+    The mark `webhook_endpoint = True` sends the route down the lean middleware path
+    (aiemaily/webhooks/middleware.py): no session, user, messages or owner binding, which no
+    webhook uses.
+    """
+    decorated = csrf_exempt(never_cache(require_POST(wraps(view)(view))))
+    decorated.webhook_endpoint = True
+    return decorated
 
 
 def empty(status: int) -> HttpResponse:
