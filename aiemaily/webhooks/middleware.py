@@ -17,6 +17,8 @@ What a webhook route still gets, here or above:
   delivery's ledger row and its follow-up writes commit together and its hand-off is published
   only on commit; a 5xx answer rolls it back. No owner is bound: the ledger and registry are system
   tables, and an unbound transaction sees no owned row at all (the same as binding nobody).
+  A view marked `webhook_endpoint(atomic=False)` (Stripe's: every outcome is one INSERT, and its
+  hand-off follows that INSERT's commit either way) runs in autocommit: two round trips fewer.
 - no CORS headers: CORS_URLS_REGEX never matches /webhooks/, and this path adds none.
 
 Only views marked by `webhook_endpoint` take this path, found by the normal URL resolver; any other
@@ -44,7 +46,7 @@ class WebhookFastPathMiddleware:
             return self.get_response(request)
         request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it: DisallowedHost is a 400
         request.resolver_match = match
-        if connections["default"].vendor != "postgresql":
+        if connections["default"].vendor != "postgresql" or not getattr(match.func, "webhook_atomic", True):
             return match.func(request, *match.args, **match.kwargs)
         with transaction.atomic():
             response = match.func(request, *match.args, **match.kwargs)

@@ -56,7 +56,14 @@ def writes_then_raises(request):
     raise RuntimeError("boom")
 
 
+@webhook_endpoint(atomic=False)
+def autocommit_write_then_fails(request):
+    delivery_reject(provider="stripe", verdict=Verdict.MALFORMED, delivery_id="lean-path-autocommit")
+    return HttpResponse(status=503)
+
+
 urlpatterns = [
+    path("webhooks/test-autocommit", autocommit_write_then_fails),
     path("webhooks/test-marked", marked),
     path("webhooks/test-unmarked", unmarked),
     path("webhooks/test-5xx", writes_then_fails),
@@ -154,3 +161,11 @@ def test_an_exception_is_a_500_with_the_security_headers_and_nothing_written():
     assert _ledger("lean-path-raise") == 0
     for name, value in COMMON_HEADERS.items():
         assert response.get(name) == value, name
+
+
+@HERE
+def test_a_view_marked_atomic_false_runs_without_a_transaction_of_its_own():
+    # Its one write is not inside a block the 5xx rolls back (this test's own transaction aside).
+    response = HttpsClient().post("/webhooks/test-autocommit", b"{}", content_type="application/json")
+    assert response.status_code == 503
+    assert _ledger("lean-path-autocommit") == 1
