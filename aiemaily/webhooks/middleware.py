@@ -17,8 +17,9 @@ What a webhook route still gets, here or above:
   delivery's ledger row and its follow-up writes commit together and its hand-off is published
   only on commit; a 5xx answer rolls it back. No owner is bound: the ledger and registry are system
   tables, and an unbound transaction sees no owned row at all (the same as binding nobody).
-  A view marked `webhook_endpoint(atomic=False)` (Stripe's: every outcome is one INSERT, and its
-  hand-off follows that INSERT's commit either way) runs in autocommit: two round trips fewer.
+  A view marked `webhook_endpoint(atomic=False)` runs in autocommit, two round trips fewer: Stripe's
+  (every outcome is one INSERT, and its hand-off follows that INSERT's commit either way) and
+  Graph's (which opens its own transaction for a batch of more than one item).
 - no CORS headers: CORS_URLS_REGEX never matches /webhooks/, and this path adds none.
 
 Only views marked by `webhook_endpoint` take this path, found by the normal URL resolver; any other

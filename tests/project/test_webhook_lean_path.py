@@ -22,7 +22,8 @@ from aiemaily.security.middleware import FALLBACK_CSP
 from aiemaily.urls import urlpatterns as real_urlpatterns
 from aiemaily.webhooks.http import webhook_endpoint
 from aiemaily.webhooks.models import Verdict, WebhookDelivery
-from aiemaily.webhooks.services import delivery_reject
+from aiemaily.webhooks.services import delivery_reject, secret_digest, subscription_store
+from tests.harness.factories import UserFactory
 from tests.project.test_security_headers import COMMON_HEADERS, REQUIRED_PERMISSIONS, HttpsClient
 
 pytestmark = [pytest.mark.django_db]
@@ -169,3 +170,28 @@ def test_a_view_marked_atomic_false_runs_without_a_transaction_of_its_own():
     response = HttpsClient().post("/webhooks/test-autocommit", b"{}", content_type="application/json")
     assert response.status_code == 503
     assert _ledger("lean-path-autocommit") == 1
+
+
+def test_a_graph_batch_of_several_items_is_recorded_all_or_nothing(monkeypatch, sent):
+    from mail.webhooks import graph
+
+    user = UserFactory()
+    subscription_id, client_state = str(uuid.uuid4()), "lean-client-state-" + "c" * 40
+    subscription_store(provider="graph", external_id=subscription_id, account_id=user.pk,
+                       connection_id=uuid.uuid4(), secret_hash=secret_digest(client_state))
+    items = [{"subscriptionId": subscription_id, "changeType": "created", "clientState": client_state,
+              "resource": f"Users/x/Messages/AAMk{n}", "resourceData": {"id": str(n)}} for n in range(2)]
+    accept, calls = graph.delivery_accept, []
+
+    def accept_then_fail(**kwargs):  # the database going away after the first item was recorded
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise RuntimeError("connection lost")
+        return accept(**kwargs)
+
+    monkeypatch.setattr(graph, "delivery_accept", accept_then_fail)
+    response = HttpsClient(raise_request_exception=False).post(
+        "/webhooks/graph", json.dumps({"value": items}), content_type="application/json")
+    assert response.status_code == 500 and len(calls) == 2
+    # The first item's row went with the batch, so Graph's retry is accepted, not a replay.
+    assert _ledger(graph.item_digest(items[0])) == 0 and sent == []
