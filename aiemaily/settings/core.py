@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "aiemaily.security.middleware.SecurityHeadersMiddleware",
+    # Webhook routes stop here: headers above, their view below, nothing for browsers in between.
+    "aiemaily.webhooks.middleware.WebhookFastPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "csp.middleware.CSPMiddleware",

@@ -38,9 +38,21 @@ class Rejected(Exception):
         self.delivery_id, self.kind, self.account_id = delivery_id, kind, account_id
 
 
-def webhook_endpoint(view):
-    """POST only, CSRF-exempt, never cached: the decorations every webhook route needs, in one place."""
-    return csrf_exempt(never_cache(require_POST(wraps(view)(view))))
+def webhook_endpoint(view=None, *, atomic: bool = True):
+    """POST only, CSRF-exempt, never cached: the decorations every webhook route needs, in one place.
+
+    The mark `webhook_endpoint = True` sends the route down the lean middleware path
+    (aiemaily/webhooks/middleware.py): no session, user, messages or owner binding, which no
+    webhook uses. There the view runs in one transaction (its writes commit together, its hand-off
+    is published on commit) unless it says `atomic=False`: only for a view whose every outcome is a
+    single write, where BEGIN and COMMIT would be two more round trips buying nothing.
+    """
+    def decorate(view):
+        decorated = csrf_exempt(never_cache(require_POST(wraps(view)(view))))
+        decorated.webhook_endpoint, decorated.webhook_atomic = True, atomic
+        return decorated
+
+    return decorate(view) if view is not None else decorate
 
 
 def empty(status: int) -> HttpResponse:

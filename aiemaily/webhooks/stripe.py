@@ -85,7 +85,10 @@ def hand_to_billing(ledger_id) -> None:
     transaction.on_commit(lambda: celery_app.send_task(PROCESS_TASK, args=[ledger_id]))
 
 
-@webhook_endpoint
+# No transaction around it (see webhook_endpoint): each outcome is one INSERT in the ledger (the
+# accepted row, or the rejected/replay row), and the hand-off is published after that INSERT has
+# committed, exactly as on_commit would publish it at the end of a transaction.
+@webhook_endpoint(atomic=False)
 def stripe_webhook(request):
     ip = client_address(request)
     if over_failure_limit(Provider.STRIPE, ip):
