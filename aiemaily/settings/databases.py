@@ -16,7 +16,11 @@ from aiemaily.settings.core import AIEMAILY_PROCESS, MAINTENANCE_PROCESSES, PROD
 _holds_maintenance = AIEMAILY_PROCESS in MAINTENANCE_PROCESSES
 _database_url = env_str("DATABASE_URL")
 if _database_url:
-    _default_db = dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))
+    # Persistent connections save a connect per request (to PgBouncer or PostgreSQL); the owner binding
+    # is transaction-local, so a reused connection carries no owner. Health checks drop a connection
+    # that died with a database restart before it is reused.
+    _default_db = dj_database_url.parse(_database_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+                                        conn_health_checks=True)
     _maintenance_url = env_str("DATABASE_MAINTENANCE_URL") if _holds_maintenance else None
     if _holds_maintenance and not _maintenance_url and PRODUCTION:
         raise ImproperlyConfigured(f"DATABASE_MAINTENANCE_URL must be set for AIEMAILY_PROCESS={AIEMAILY_PROCESS}")
