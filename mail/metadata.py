@@ -17,7 +17,7 @@ import json
 import logging
 import uuid
 
-from mail import blobstore, metadata_keys
+from mail import blobstore, metadata_keys, search_index
 from secrets_vault.crypto import CiphertextError, decrypt, encrypt, parse_header
 
 logger = logging.getLogger(__name__)
@@ -127,9 +127,12 @@ def _open(message, field: str, keys: dict):
 
 
 def seal_all(message, values: dict) -> list[str]:
-    """Seal `values` (every field) into the row's columns and clear the legacy plaintext columns.
-    Returns the columns written."""
+    """Seal `values` (every field) into the row's columns and clear the legacy plaintext columns,
+    and leave the row's search-term hashes on it for its index row (search_index.rows_write: a row
+    is sealed and indexed from the same values). Returns the columns written."""
     written = []
+    message.__dict__["_search_terms"] = search_index.message_terms(message.owner_id, subject=values["subject"],
+                                                                   sender=values["from_addr"])
     for field, (column, legacy, kind) in FIELDS.items():
         sealed = seal_value(message.owner_id, message.pk, field, _encode(kind, values[field]))
         setattr(message, column, sealed)

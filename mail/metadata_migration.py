@@ -44,7 +44,7 @@ def owner_encrypt(owner_id, *, batch_size: int = 500, progress=None) -> int:
             for row in rows:
                 metadata.seal_all(row, {field: metadata.get_value(row, field) for field in metadata.FIELDS})
             Message.objects.for_owner(owner_id).bulk_update(rows, metadata.SEALED_COLUMNS + metadata.LEGACY_COLUMNS)
-            search_index.messages_index(owner_id, rows, replace=True)
+            search_index.rows_write(rows, replace=True)
         done += len(rows)
         if progress:
             progress(done, max(total, done))
@@ -52,14 +52,18 @@ def owner_encrypt(owner_id, *, batch_size: int = 500, progress=None) -> int:
 
 
 def owner_reindex(owner_id, *, batch_size: int = 1000, progress=None) -> int:
-    """Rebuild the owner's search index from their sealed rows (after a change to normalisation)."""
+    """Rebuild the owner's search index from their sealed rows (after a change to normalisation, or
+    for rows whose index did not survive migration 0011)."""
     with owner_scope(owner_id):
         ids = list(Message.objects.for_owner(owner_id).filter(subject_ct__isnull=False)
                    .order_by("pk").values_list("pk", flat=True))
     for start in range(0, len(ids), batch_size):
         with owner_scope(owner_id):
             rows = list(Message.objects.for_owner(owner_id).filter(pk__in=ids[start:start + batch_size]))
-            search_index.messages_index(owner_id, rows, replace=True)
+            for row in rows:
+                row.__dict__["_search_terms"] = search_index.message_terms(owner_id, subject=row.subject,
+                                                                           sender=row.from_addr)
+            search_index.rows_write(rows, replace=True)
         if progress:
             progress(min(start + batch_size, len(ids)), len(ids))
     return len(ids)

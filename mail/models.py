@@ -153,8 +153,8 @@ class Folder(OwnedModel):
 class MessageManager(OwnedManager.from_queryset(DelegatedQuerySet)):
     def bulk_create(self, objs, *args, **kwargs):
         """Seal every row's metadata before the insert (one storage-key fetch for the batch, from
-        blobstore's cache) and index the rows that were inserted (with ignore_conflicts, a row that
-        hit a unique constraint is not there, and has no index rows)."""
+        blobstore's cache) and write the index rows (one per message) of the rows that were
+        inserted (with ignore_conflicts, a row that hit a unique constraint is not there)."""
         objs = list(objs)
         for row in objs:
             metadata.seal_pending(row)
@@ -167,7 +167,7 @@ class MessageManager(OwnedManager.from_queryset(DelegatedQuerySet)):
                 there = set(self.get_queryset().for_owner(owner_id).filter(
                     pk__in=[r.pk for r in rows]).values_list("pk", flat=True))
                 rows = [r for r in rows if r.pk in there]
-            search_index.messages_index(owner_id, rows)
+            search_index.rows_write(rows, replace=False)
         return created
 
 
@@ -237,7 +237,7 @@ class Message(OwnedModel):
             kwargs["update_fields"] = list({*kwargs["update_fields"], *written} - set(metadata.FIELDS))
         super().save(*args, **kwargs)
         if written:
-            search_index.messages_index(self.owner_id, [self], replace=True)
+            search_index.rows_write([self], replace=True)
 
     def __str__(self):
         return f"message {self.pk}"  # never the subject: admin pages and logs print this
@@ -324,7 +324,7 @@ class Delegation(OwnedModel):
 
 
 # The assistant's rows live in mail/assistant/models.py (its own zone) but belong to this app.
-from mail import search_index  # noqa: E402 - its model (SearchTerm) belongs to this app
+from mail import search_index  # noqa: E402 - its model (MessageTerms) belongs to this app
 from mail.assistant.models import AiResult, AiSettings  # noqa: E402, F401
 from mail.metadata_keys import MetadataKey  # noqa: E402, F401
-from mail.search_index import SearchTerm  # noqa: E402, F401
+from mail.search_index import MessageTerms  # noqa: E402, F401

@@ -4,6 +4,7 @@ plaintext search over the same mail finds; a backup holds no readable metadata, 
 account is deleted."""
 
 import datetime
+import hmac
 import random
 import unicodedata
 import uuid
@@ -17,7 +18,7 @@ from rest_framework.test import APIClient
 
 from aiemaily.ownership.binding import owner_scope
 from mail import blobstore, metadata, metadata_keys, metadata_migration, search_index
-from mail.models import Connection, Folder, Message, MetadataKey, SearchTerm
+from mail.models import Connection, Folder, Message, MessageTerms, MetadataKey
 from secrets_vault.crypto import canonical_aad, parse_header
 from tests.conftest import issue_tokens
 from tests.harness.factories import UserFactory, staff_admin_client
@@ -96,7 +97,7 @@ def test_a_dump_of_the_main_database_after_a_sync_holds_no_subject_address_or_sn
     assert _sync(client, connection)["status"] == "synced"
 
     dump = _pg_dump("default").casefold()
-    assert "mail_message" in dump and "mail_searchterm" in dump  # the tables are in the dump...
+    assert "mail_message" in dump and "mail_messageterms" in dump  # the tables are in the dump...
     leaked = [word for word in LEAK_CANARIES if word in dump]
     assert leaked == []  # ...and none of the words
 
@@ -206,10 +207,11 @@ def test_one_users_index_hashes_never_match_another_users_words(objects_dir):  #
         connection, folder = _box(user)
         _store(user, connection, folder, same)
     with owner_scope(alice):
-        alice_terms = {bytes(t) for t in SearchTerm.objects.for_owner(alice).values_list("term", flat=True)}
+        alice_terms = {h for terms in MessageTerms.objects.for_owner(alice).values_list("terms", flat=True)
+                       for h in terms}
         alice_key = search_index.index_key(alice.pk)
     with owner_scope(bob):
-        bob_terms = {bytes(t) for t in SearchTerm.objects.for_owner(bob).values_list("term", flat=True)}
+        bob_terms = {h for terms in MessageTerms.objects.for_owner(bob).values_list("terms", flat=True) for h in terms}
         bob_key = search_index.index_key(bob.pk)
     assert len(alice_terms) > 20 and len(bob_terms) == len(alice_terms)  # the same words...
     assert alice_terms.isdisjoint(bob_terms)  # ...hash to nothing in common
@@ -218,6 +220,147 @@ def test_one_users_index_hashes_never_match_another_users_words(objects_dir):  #
     # And Bob's search never reaches Alice's rows (RLS and the key both say so).
     assert _search_ids(_api(bob), "invoice") and _search_ids(_api(bob), "invoice").isdisjoint(
         {str(m.pk) for m in _all(alice)})
+
+
+# --- the index's storage: one row per message, 64-bit hashes, collisions re-checked ------------------
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_a_batch_writes_one_index_row_per_message_holding_its_term_hashes(objects_dir,  # noqa: F811
+                                                                          django_assert_max_num_queries):
+    user = UserFactory()
+    connection, folder = _box(user)
+    _store(user, connection, folder, [("warm up", "a@example.test", "")])  # the keys exist
+    with owner_scope(user), django_assert_max_num_queries(4):  # messages, existence check, index rows
+        rows = [Message(owner=user, connection=connection, folder=folder, uidvalidity=3, uid=n,
+                        subject=f"Quarterly invoice {n}", from_addr="Ana Lima <ana.lima@example.test>", date=BASE)
+                for n in range(200)]
+        Message.objects.bulk_create(rows, ignore_conflicts=True)
+    with owner_scope(user):
+        stored = dict(MessageTerms.objects.for_owner(user).filter(message__in=rows).values_list("message", "terms"))
+        key = search_index.index_key(user.pk)
+    assert len(stored) == 200  # one row per message, not one per term
+    row = rows[7]
+    expected = sorted({search_index.term_hash(key, t) for t in search_index.document_terms(
+        subject=row.subject, sender=row.from_addr)})
+    assert stored[row.pk] == expected and len(expected) > 20
+    assert all(-2**63 <= h < 2**63 for h in expected)  # bigint: the first 64 bits of the HMAC
+    assert search_index.term_hash(key, ("p", "invoice")) == int.from_bytes(
+        hmac.digest(key, b"p\x00invoice", "sha256")[:8], "big", signed=True)
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_a_64_bit_hash_collision_is_re_checked_after_decryption_and_never_shown(objects_dir):  # noqa: F811
+    user = UserFactory(password="correct horse battery staple")
+    connection, folder = _box(user)
+    real, decoy = _store(user, connection, folder, [("Pumpkin soup recipe", "bob@contoso.test", "tasty"),
+                                                    ("Weekly report", "ana@example.test", "numbers")])
+    with owner_scope(user):
+        key = search_index.index_key(user.pk)
+        # As if a term of the decoy collided with "pumpkin": the index now answers it for both rows.
+        terms = MessageTerms.objects.for_owner(user).get(message=decoy)
+        terms.terms = sorted({*terms.terms, search_index.term_hash(key, ("p", "pumpkin"))})
+        terms.save(update_fields=["terms"])
+        assert set(search_index.search_filter(Message.objects.for_owner(user), user, "pumpkin")
+                   .values_list("pk", flat=True)) == {real.pk, decoy.pk}
+    assert _search_ids(_api(user), "pumpkin") == {str(real.pk)}  # the API shows the real match only
+    web = Client()
+    web.force_login(user)
+    page = web.get("/mail/", {"q": "pumpkin"}).content.decode()
+    assert "Pumpkin soup recipe" in page and "Weekly report" not in page  # and so does the page
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_reindex_rebuilds_a_lost_index_from_the_sealed_columns(objects_dir):  # noqa: F811
+    user = UserFactory()
+    connection, folder = _box(user)
+    rows = _store(user, connection, folder, [(f"Harbour notice {n}", f"port{n}@example.test", "") for n in range(5)])
+    with owner_scope(user):
+        MessageTerms.objects.for_owner(user).filter(message__in=rows[:3]).delete()
+    client = _api(user)
+    assert _search_ids(client, "harbour") == {str(r.pk) for r in rows[3:]}
+    out = StringIO()
+    call_command("metadata_encrypt", "--owner", str(user.pk), "--reindex", stdout=out)
+    assert "5/5 messages reindexed" in out.getvalue()
+    assert _search_ids(client, "harbour") == {str(r.pk) for r in rows}
+    assert _search_ids(client, "port2@example.test") == {str(rows[2].pk)}
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "vault", "keys"])
+def test_migration_0011_carries_old_index_rows_over_without_any_key(objects_dir):  # noqa: F811
+    """Rows of the one-row-per-term table (mail_searchterm, 128-bit hashes) become each message's
+    array of 64-bit hashes: the same searches find the same messages, and no key was needed."""
+    from importlib import import_module
+
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    from tests.conftest import OWNER_ROLE
+
+    alice, bob = UserFactory(), UserFactory()
+    corpus = _corpus(seed=11, count=30)
+    stored, old_rows = {}, []
+    for user in (alice, bob):
+        connection, folder = _box(user)
+        stored[user.pk] = _store(user, connection, folder, corpus)
+        with owner_scope(user):
+            key = search_index.index_key(user.pk)  # the old hashes: 128 bits of the same HMAC
+        old_rows += [(str(user.pk), str(row.pk), hmac.digest(key, f"{k}\x00{v}".encode(), "sha256")[:16])
+                     for row in stored[user.pk]
+                     for k, v in search_index.document_terms(subject=row.subject, sender=row.from_addr)]
+    old_rows.append((str(alice.pk), str(uuid.uuid4()), b"\x01" * 16))  # a row whose message is gone
+
+    settings_dict = connections["default"].settings_dict
+    owner_connection = load_backend(settings_dict["ENGINE"]).DatabaseWrapper({**settings_dict, "USER": OWNER_ROLE},
+                                                                             "default")
+    migration = import_module("mail.migrations.0011_message_terms_array")
+    try:
+        with owner_connection.cursor() as cursor:  # the table as 0010 made it, and the index as it was
+            cursor.execute("CREATE TABLE mail_searchterm (id bigserial PRIMARY KEY, owner_id uuid NOT NULL, "
+                           "message_id uuid NOT NULL, term bytea NOT NULL)")
+            cursor.executemany("INSERT INTO mail_searchterm (owner_id, message_id, term) VALUES (%s, %s, %s)",
+                               old_rows)
+            cursor.execute("ALTER TABLE mail_searchterm ENABLE ROW LEVEL SECURITY")
+            cursor.execute("ALTER TABLE mail_searchterm FORCE ROW LEVEL SECURITY")
+            cursor.execute("ALTER TABLE mail_messageterms NO FORCE ROW LEVEL SECURITY")
+            cursor.execute("DELETE FROM mail_messageterms")
+            cursor.execute("ALTER TABLE mail_messageterms FORCE ROW LEVEL SECURITY")
+        assert _search_ids(_api(alice), "invoice") == set()  # no index rows: nothing found
+        try:
+            with owner_connection.schema_editor() as editor:
+                migration.carry_over(None, editor)
+        finally:
+            with owner_connection.cursor() as cursor:
+                cursor.execute("DROP TABLE mail_searchterm")
+    finally:
+        owner_connection.close()
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT relforcerowsecurity FROM pg_class "
+                       "WHERE relname IN ('mail_message', 'mail_messageterms')")
+        assert [row[0] for row in cursor.fetchall()] == [True, True]  # RLS is forced again
+
+    for user in (alice, bob):
+        with owner_scope(user):
+            assert MessageTerms.objects.for_owner(user).count() == 30  # the orphan did not come along
+        client = _api(user)
+        for query in ("invoice", "quart", "Münster", "chloe@paris.test", "contoso", "hi", "ana lima", "zebra"):
+            assert _search_ids(client, query) == _reference(stored[user.pk], query), query
+        assert _search_ids(client, "invoice")  # the comparison is not between empty sets
+
+
+@pytest.mark.sqlite_smoke
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_word_address_and_prefix_search_on_either_database(objects_dir):  # noqa: F811
+    # `make run` uses SQLite, which has no arrays: the index field stores text there, searched with LIKE.
+    user, stranger = UserFactory(), UserFactory()
+    connection, folder = _box(user)
+    rows = _store(user, connection, folder, _corpus(seed=5, count=25))
+    other_connection, other_folder = _box(stranger)
+    _store(stranger, other_connection, other_folder, _corpus(seed=5, count=25))  # the same words, other keys
+    client = _api(user)
+    for query in ("invoice", "INVOI", "munster", "Ångström", "hi", "chloe@paris.test", "contoso",
+                  "ana lima", "invoice zebra", "nomatchword"):
+        assert _search_ids(client, query) == _reference(rows, query), query
+    assert _search_ids(client, "ana")  # not an empty comparison
 
 
 def _all(user):
@@ -238,7 +381,7 @@ def test_a_delegate_reads_shared_metadata_with_a_cold_cache_and_never_the_index_
     with owner_scope(delegate):  # RLS: the owner's metadata key for columns, not the index key
         assert MetadataKey._base_manager.filter(owner=owner, purpose="fields").exists()
         assert not MetadataKey._base_manager.filter(owner=owner, purpose="index").exists()
-        assert not SearchTerm._base_manager.filter(owner=owner).exists()
+        assert not MessageTerms._base_manager.filter(owner=owner).exists()  # nor a hash of a word it can read
     assert owner_client.delete(f"/api/v1/delegations/{grant['id']}").status_code == 204
     with owner_scope(delegate):
         assert not MetadataKey._base_manager.filter(owner=owner).exists()
@@ -318,7 +461,7 @@ def _legacy_rows(user, count):
             Message.objects.for_owner(user).filter(pk=row.pk).update(
                 subject_ct=None, from_ct=None, to_ct=None, cc_ct=None, snippet_ct=None, legacy_subject=row.subject,
                 legacy_from_addr=row.from_addr, legacy_to_addrs=row.to_addrs, legacy_snippet=row.snippet)
-        SearchTerm.objects.for_owner(user).delete()
+        MessageTerms.objects.for_owner(user).delete()
     return rows
 
 
