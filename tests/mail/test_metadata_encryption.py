@@ -18,8 +18,10 @@ from rest_framework.test import APIClient
 
 from aiemaily.ownership.binding import owner_scope
 from mail import blobstore, metadata, metadata_keys, metadata_migration, search_index
-from mail.models import Connection, Folder, Message, MessageTerms, MetadataKey
+from mail.models import Connection, Folder, Message, MessageTerms, MetadataKey, OutboxMessage
+from mail.tasks import outbox_send
 from secrets_vault.crypto import canonical_aad, parse_header
+from secrets_vault.tasks import leases_issue
 from tests.conftest import issue_tokens
 from tests.harness.factories import UserFactory, staff_admin_client
 from tests.mail.test_delegation import shared  # noqa: F401 - fixture: a thread shared with a delegate
@@ -83,6 +85,12 @@ LEAK_CANARIES = ["zanzibar", "acquisition", "ouagadougou", "reykjavik", "quentin
                  "philippa", "ostrander", "kilimanjaro", "ljubljana", "thessaloniki"]
 
 
+OUTBOX_TO = "wilhelmina.vanderbilt@canary-recipient.test"
+OUTBOX_CC = "bartholomew@cc-canary.test"
+OUTBOX_SUBJECT = "Transylvania takeover terms"
+OUTBOX_CANARIES = ["wilhelmina", "vanderbilt", "canary-recipient", "bartholomew", "cc-canary", "transylvania"]
+
+
 def _raw(n, subject, sender, text):
     return (f"From: {sender}\r\nTo: Me <me@mail.test>\r\nCc: Team <team@mail.test>\r\nSubject: {subject}\r\n"
             f"Date: Mon, 2 Nov 2026 10:0{n}:00 +0000\r\nMessage-ID: <seed{n}@mail.test>\r\n"
@@ -91,15 +99,28 @@ def _raw(n, subject, sender, text):
 
 @pytest.mark.django_db(transaction=True, databases=["default", "vault", "keys"])
 def test_a_dump_of_the_main_database_after_a_sync_holds_no_subject_address_or_snippet(connected,  # noqa: F811
-                                                                                      dovecot):
+                                                                                      dovecot, smtp_server):
     client, connection, user = connected
     dovecot.seed(user, [_raw(n, *item) for n, item in enumerate(SEEDED)])
     assert _sync(client, connection)["status"] == "synced"
+    # And mail being sent: its recipients, subject and In-Reply-To are sealed too, and it still goes.
+    outbox = client.post("/api/v1/outbox", {
+        "connection": str(connection.pk), "to": [OUTBOX_TO], "cc": [OUTBOX_CC], "subject": OUTBOX_SUBJECT,
+        "body_text": "See attached.", "in_reply_to": "<seed0@mail.test>"}, format="json").json()
+    owner = client.user
+    leases = leases_issue(str(owner.pk), str(connection.pk), {"smtp_password": str(connection.smtp_secret_id),
+                                                               "imap_password": str(connection.imap_secret_id)})
+    assert outbox_send(leases, owner_id=str(owner.pk), outbox_id=outbox["id"])["status"] == "sent"
+    delivered = [m for m in smtp_server.messages if outbox["message_id"].encode() in m.original_content]
+    assert len(delivered) == 1 and sorted(delivered[0].rcpt_tos) == sorted([OUTBOX_TO, OUTBOX_CC])
 
     dump = _pg_dump("default").casefold()
-    assert "mail_message" in dump and "mail_messageterms" in dump  # the tables are in the dump...
-    leaked = [word for word in LEAK_CANARIES if word in dump]
+    assert "mail_message" in dump and "mail_messageterms" in dump and "mail_outboxmessage" in dump  # the tables...
+    leaked = [word for word in LEAK_CANARIES + OUTBOX_CANARIES if word in dump]
     assert leaked == []  # ...and none of the words
+    shown = client.get(f"/api/v1/outbox/{outbox['id']}").json()
+    assert (shown["to"], shown["cc"], shown["subject"], shown["status"]) == ([OUTBOX_TO], [OUTBOX_CC], OUTBOX_SUBJECT,
+                                                                             "sent")
 
     # The owner still reads and searches everything, decrypted.
     listing = client.get("/api/v1/messages").json()["results"]
@@ -547,6 +568,160 @@ def test_metadata_key_rotation_reencrypts_every_row_and_retires_the_old_version(
                 assert parse_header(bytes(getattr(stored, column))).key_version == 2
         assert sorted(m.subject for m in Message.objects.for_owner(user)) == [f"Rotating {n}" for n in range(5)]
     assert _search_ids(_api(user), "rotating") == {str(r.pk) for r in rows}
+
+
+# --- the outbox: recipients and subject of mail being sent -------------------------------------------
+
+def _outbox(user, connection, *, to=("friend@example.test",), subject="Quarterly numbers", in_reply_to=""):
+    with owner_scope(user):
+        row = OutboxMessage(owner=user, connection=connection, message_id=f"<{uuid.uuid4()}@example.test>",
+                            to_addrs=list(to), cc_addrs=["boss@example.test"], subject=subject,
+                            in_reply_to=in_reply_to, blob_key="")
+        row.save()
+    return row
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_outbox_rows_are_sealed_bound_to_their_row_and_a_move_or_change_is_detected(objects_dir, caplog):  # noqa: F811
+    alice, mallory = UserFactory(), UserFactory()
+    connection, folder = _box(alice)
+    secret = _outbox(alice, connection, to=["ceo@target.test"], subject="Acquisition offer", in_reply_to="<a@b>")
+    other = _outbox(alice, connection, to=["friend@example.test"], subject="Lunch")
+    mine = _outbox(mallory, _box(mallory)[0], subject="Hello")
+    (message,) = _store(alice, connection, folder, [("A message subject", "x@example.test", "s")])
+    with db_connection.cursor() as cursor, owner_scope(alice):
+        cursor.execute("SELECT subject, to_addrs::text, cc_addrs::text, in_reply_to FROM mail_outboxmessage "
+                       "WHERE id = %s", [str(secret.pk)])
+        assert cursor.fetchone() == ("", "[]", "[]", "")  # no plaintext column holds anything
+    with owner_scope(alice):
+        stored = OutboxMessage.objects.for_owner(alice).get(pk=secret.pk)
+        assert (stored.to_addrs, stored.subject, stored.in_reply_to) == (["ceo@target.test"], "Acquisition offer",
+                                                                         "<a@b>")
+        assert parse_header(bytes(stored.subject_ct)).key_version == 1
+        # Another row gets the secret row's subject; its recipients get flipped bits; a message's
+        # subject (same owner, same key, other kind of row) is moved into its In-Reply-To.
+        sealed_message_subject = Message.objects.for_owner(alice).get(pk=message.pk).subject_ct
+        OutboxMessage.objects.for_owner(alice).filter(pk=other.pk).update(
+            subject_ct=stored.subject_ct, to_ct=bytes(stored.to_ct[:-1]) + bytes([stored.to_ct[-1] ^ 1]),
+            in_reply_to_ct=sealed_message_subject)
+    with owner_scope(mallory):
+        OutboxMessage.objects.for_owner(mallory).filter(pk=mine.pk).update(subject_ct=stored.subject_ct)
+
+    shown = _api(alice).get(f"/api/v1/outbox/{other.pk}").json()
+    assert shown["subject"] == metadata.UNREADABLE and shown["to"] == []
+    with owner_scope(alice):
+        moved = OutboxMessage.objects.for_owner(alice).get(pk=other.pk)
+        assert moved.in_reply_to == metadata.UNREADABLE
+        assert metadata.unreadable(moved) == {"subject", "to_addrs", "in_reply_to"}
+    assert _api(mallory).get(f"/api/v1/outbox/{mine.pk}").json()["subject"] == metadata.UNREADABLE
+    assert _api(alice).get(f"/api/v1/outbox/{secret.pk}").json()["subject"] == "Acquisition offer"
+    assert "Acquisition" not in caplog.text and "ceo@target" not in caplog.text
+
+
+class _NoPasswords:
+    """The send's leased passwords, for a send whose SMTP delivery the test plays itself."""
+
+    def has(self, purpose):
+        return False
+
+    def open(self, purpose):
+        return None
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_an_outbox_row_whose_recipients_fail_authentication_is_never_sent(objects_dir, monkeypatch):  # noqa: F811
+    from mail.send import outbox as outbox_module
+
+    user = UserFactory()
+    connection, _ = _box(user)
+    row = _outbox(user, connection, to=["a@example.test"])
+    decoy = _outbox(user, connection, to=["attacker@evil.test"])
+    with owner_scope(user):  # the thief's edit: another row's recipients into this one
+        OutboxMessage.objects.for_owner(user).filter(pk=row.pk).update(
+            to_ct=OutboxMessage.objects.for_owner(user).get(pk=decoy.pk).to_ct)
+    delivered = []
+    monkeypatch.setattr(outbox_module, "_smtp_deliver", lambda *args: delivered.append(args) or ("accepted", {}))
+    assert outbox_module.send(_NoPasswords(), user.pk, row.pk) == "failed"
+    assert delivered == []
+    with owner_scope(user):
+        failed = OutboxMessage.objects.for_owner(user).get(pk=row.pk)
+    assert failed.status == "failed" and failed.last_error == outbox_module.UNREADABLE
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_refused_recipients_are_sealed_not_written_into_last_error(objects_dir, monkeypatch):  # noqa: F811
+    from mail.send import outbox as outbox_module
+
+    user = UserFactory()
+    connection, _ = _box(user)
+    row = _outbox(user, connection, to=["ok@example.test", "gone@nowhere-canary.test"])
+    with owner_scope(user):
+        OutboxMessage.objects.for_owner(user).filter(pk=row.pk).update(blob_key=blobstore.put(
+            user.pk, ("outbox", str(row.pk)), b"Subject: x\r\n\r\nbody\r\n"))
+    monkeypatch.setattr(outbox_module, "_smtp_deliver", lambda *args: (
+        "accepted", {"gone@nowhere-canary.test": (550, b"no such user")}))
+    assert outbox_module.send(_NoPasswords(), user.pk, row.pk) == "sent"
+    with db_connection.cursor() as cursor, owner_scope(user):
+        cursor.execute("SELECT status, last_error FROM mail_outboxmessage WHERE id = %s", [str(row.pk)])
+        status, last_error = cursor.fetchone()
+    assert status == "sent" and "nowhere-canary" not in last_error
+    shown = _api(user).get(f"/api/v1/outbox/{row.pk}").json()
+    assert shown["last_error"] == f"{outbox_module.REFUSED_SOME}: gone@nowhere-canary.test"
+    assert shown["to"] == ["ok@example.test", "gone@nowhere-canary.test"]  # re-sealed with the row, still there
+
+
+def _legacy_outbox(user, connection, count):
+    rows = [_outbox(user, connection, to=[f"legacy{n}@example.test"], subject=f"Legacy send {n}") for n in range(count)]
+    with owner_scope(user):
+        for row in rows:
+            OutboxMessage.objects.for_owner(user).filter(pk=row.pk).update(
+                to_ct=None, cc_ct=None, subject_ct=None, in_reply_to_ct=None, refused_ct=None,
+                legacy_to_addrs=row.to_addrs, legacy_cc_addrs=row.cc_addrs, legacy_subject=row.subject)
+    return rows
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_metadata_encrypt_seals_legacy_outbox_rows_and_rotation_reencrypts_them(objects_dir, settings):  # noqa: F811
+    user = UserFactory()
+    connection, _ = _box(user)
+    rows = _legacy_outbox(user, connection, 3)
+
+    def plaintext_left():
+        with db_connection.cursor() as cursor, owner_scope(user):
+            cursor.execute("SELECT count(*) FROM mail_outboxmessage WHERE owner_id = %s AND (subject <> '' "
+                           "OR to_addrs::text <> '[]' OR cc_addrs::text <> '[]')", [str(user.pk)])
+            return cursor.fetchone()[0]
+
+    assert plaintext_left() == 3
+    assert _api(user).get(f"/api/v1/outbox/{rows[1].pk}").json()["subject"] == "Legacy send 1"  # still shown
+    call_command("metadata_encrypt", "--owner", str(user.pk), stdout=StringIO())
+    assert plaintext_left() == 0
+    with owner_scope(user):
+        for stored in OutboxMessage.objects.for_owner(user):
+            assert stored.to_ct is not None and stored.subject.startswith("Legacy send")
+    listing = _api(user).get("/api/v1/outbox").json()["results"]
+    assert sorted((m["subject"], m["to"][0], m["cc"]) for m in listing) == [
+        (f"Legacy send {n}", f"legacy{n}@example.test", ["boss@example.test"]) for n in range(3)]
+
+    out = StringIO()
+    call_command("metadata_encrypt", "--owner", str(user.pk), "--rotate", stdout=out)
+    assert "3 re-encrypted, 0 failed" in out.getvalue()  # the outbox rows (no messages here)
+    settings.AIEMAILY_STORAGE_KEY_CACHE_SECONDS = 0
+    call_command("metadata_encrypt", "--owner", str(user.pk), "--rotate", "--resume", stdout=StringIO())
+    blobstore.key_cache.clear()
+    with owner_scope(user):
+        assert list(MetadataKey.objects.for_owner(user).filter(purpose="fields").values_list("version", flat=True)) \
+            == [2]  # version 1 is gone: every outbox column must now open under version 2
+        for stored in OutboxMessage.objects.for_owner(user):
+            assert parse_header(bytes(stored.subject_ct)).key_version == 2
+            assert stored.subject.startswith("Legacy send") and not metadata.unreadable(stored)
+
+
+def test_an_outbox_field_is_bound_to_outbox_rows_not_messages():
+    owner, row = uuid.uuid4(), uuid.uuid4()
+    assert metadata.field_aad(owner, row, "subject", metadata.OUTBOX) == canonical_aad(
+        {"owner_id": str(owner), "outbox_id": str(row), "field": "subject", "purpose": "outbox-metadata"})
+    assert metadata.field_aad(owner, row, "subject", metadata.OUTBOX) != metadata.field_aad(owner, row, "subject")
 
 
 # --- staff see that a message exists, not what it says ------------------------------------------------
