@@ -70,10 +70,15 @@ def outbox_encrypt(owner_id, *, batch_size: int = 500) -> int:
 
 
 def _seal(model, owner_id, rows) -> None:
-    spec = model.SEALED
+    spec, extra = model.SEALED, []
     for row in rows:
-        metadata.seal_all(row, {field: metadata.get_value(row, field) for field in spec.fields})
-    model.objects.for_owner(owner_id).bulk_update(rows, spec.sealed_columns + spec.legacy_columns)
+        values = {field: metadata.get_value(row, field) for field in spec.fields}
+        if model is OutboxMessage and row.last_error.startswith(OutboxMessage.LEGACY_REFUSED):
+            # An older release named the refused recipients in last_error, in plaintext: seal them too.
+            values["refused_addrs"] = row.last_error[len(OutboxMessage.LEGACY_REFUSED):].split(", ")
+            row.last_error, extra = OutboxMessage.REFUSED_SOME, ["last_error"]
+        metadata.seal_all(row, values)
+    model.objects.for_owner(owner_id).bulk_update(rows, spec.sealed_columns + spec.legacy_columns + extra)
 
 
 def owner_reindex(owner_id, *, batch_size: int = 1000, progress=None) -> int:

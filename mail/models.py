@@ -261,6 +261,8 @@ class OutboxMessage(OwnedModel):
         UNCERTAIN = "uncertain", "not sure it was sent"
 
     SEALED = metadata.OUTBOX
+    REFUSED_SOME = "Sent, but the server refused these recipients"  # last_error; who is in refused_addrs
+    LEGACY_REFUSED = "Refused by the server for: "  # how releases before issue 17 named them, in plaintext
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="outbox")

@@ -47,7 +47,7 @@ ANSWER_LOST = ("Your mail server took this message but never confirmed it. We ar
                "see whether it went out; it will not be sent twice.")
 NOT_YET = ("This message is not in your Sent folder yet. We will look again shortly; it will not be sent twice "
            "in the meantime.")
-REFUSED_SOME = "Sent, but the server refused these recipients"
+REFUSED_SOME = OutboxMessage.REFUSED_SOME
 UNREADABLE = ("This message's recipients could not be read (they failed authentication), so it was not sent. "
               "Please write it again.")
 NOT_CONFIRMED = ("We could not confirm this was sent: your mail server stopped answering while taking it, and it "
@@ -138,8 +138,9 @@ def send(passwords: LeasedPasswords, owner_id, outbox_id) -> str:
     connection = row.connection
     if decision == "reconcile":
         return reconcile(passwords, owner_id, row, connection)
-    recipients = [*row.to_addrs, *row.cc_addrs]
-    if metadata.unreadable(row):
+    with owner_scope(owner_id):  # the metadata key is read under the owner's binding (RLS)
+        recipients, unreadable = [*row.to_addrs, *row.cc_addrs], metadata.unreadable(row)
+    if unreadable:
         # Tampered with, or moved from another row: never send to what the database says instead.
         _set(owner_id, row.pk, status=OutboxMessage.Status.FAILED, last_error=UNREADABLE)
         return "failed"

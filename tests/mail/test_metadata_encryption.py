@@ -660,6 +660,7 @@ def test_refused_recipients_are_sealed_not_written_into_last_error(objects_dir, 
             user.pk, ("outbox", str(row.pk)), b"Subject: x\r\n\r\nbody\r\n"))
     monkeypatch.setattr(outbox_module, "_smtp_deliver", lambda *args: (
         "accepted", {"gone@nowhere-canary.test": (550, b"no such user")}))
+    blobstore.key_cache.clear()  # a fresh worker-sync: the metadata key is read (under RLS), not cached
     assert outbox_module.send(_NoPasswords(), user.pk, row.pk) == "sent"
     with db_connection.cursor() as cursor, owner_scope(user):
         cursor.execute("SELECT status, last_error FROM mail_outboxmessage WHERE id = %s", [str(row.pk)])
@@ -692,10 +693,18 @@ def test_metadata_encrypt_seals_legacy_outbox_rows_and_rotation_reencrypts_them(
                            "OR to_addrs::text <> '[]' OR cc_addrs::text <> '[]')", [str(user.pk)])
             return cursor.fetchone()[0]
 
+    with owner_scope(user):  # an older release wrote the refused recipients into last_error
+        OutboxMessage.objects.for_owner(user).filter(pk=rows[0].pk).update(
+            last_error="Refused by the server for: gone@refused-canary.test, x@refused-canary.test")
     assert plaintext_left() == 3
     assert _api(user).get(f"/api/v1/outbox/{rows[1].pk}").json()["subject"] == "Legacy send 1"  # still shown
     call_command("metadata_encrypt", "--owner", str(user.pk), stdout=StringIO())
     assert plaintext_left() == 0
+    with db_connection.cursor() as cursor, owner_scope(user):
+        cursor.execute("SELECT count(*) FROM mail_outboxmessage WHERE last_error LIKE %s", ["%refused-canary%"])
+        assert cursor.fetchone()[0] == 0
+    assert _api(user).get(f"/api/v1/outbox/{rows[0].pk}").json()["last_error"] == (
+        f"{OutboxMessage.REFUSED_SOME}: gone@refused-canary.test, x@refused-canary.test")
     with owner_scope(user):
         for stored in OutboxMessage.objects.for_owner(user):
             assert stored.to_ct is not None and stored.subject.startswith("Legacy send")
