@@ -74,8 +74,9 @@ def _load(user, conn_row, folder, *, sealed: bool):
                                                                                           columns)))
     term_copy = sql.SQL("COPY mail_messageterms (owner_id, message_id, terms) FROM STDIN")
     # Two connections, streaming: the index rows' COPY ends after the messages' COPY has committed,
-    # so its foreign-key check finds every message.
-    with _owner_connection() as terms_conn, _owner_connection() as messages_conn:
+    # so its foreign-key check finds every message. The owner's binding holds throughout: sealing
+    # reads the metadata key again whenever the process cache lets it expire (a long load outlives it).
+    with owner_scope(user), _owner_connection() as terms_conn, _owner_connection() as messages_conn:
         with terms_conn.cursor() as term_cursor, term_cursor.copy(term_copy) as term_out:
             with messages_conn.cursor() as cursor, cursor.copy(message_copy) as copy:
                 for n, subject, sender, snippet, _, _ in _corpus(COUNT):
