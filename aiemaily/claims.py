@@ -54,9 +54,9 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "data-at-rest", "Metadata encrypted at rest",
-        "Subjects, addresses and snippets of your mail, and the assistant's summaries and drafts, are stored "
-        "encrypted under your own keys and searched through a keyed index, so a database dump holds none of "
-        "them. Not yet covered: the recipients and subject of a message waiting in your outbox.",
+        "Subjects, addresses and snippets of your mail, the recipients and subject of mail you are sending, "
+        "and the assistant's summaries and drafts, are stored encrypted under your own keys and searched "
+        "through a keyed index, so a database dump holds none of them.",
         ("14.1.2", "11.3.3"),
     ),
     Claim(

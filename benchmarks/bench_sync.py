@@ -12,6 +12,7 @@ import time
 import pytest
 
 from aiemaily.ownership.binding import owner_scope
+from mail import search_index
 from mail.models import Message
 from tests.harness.mailservers import sample_messages
 from tests.harness.system import require_tool
@@ -79,19 +80,38 @@ def test_initial_and_incremental_sync_vs_mbsync(record_benchmark, tmp_path, dove
     mbsync_initial, _ = _timed(run)
     mbsync_nochange, _ = _timed(run)
 
-    owner = UserFactory()
     server = {"host": "localhost", "port": dovecot.imaps_port, "security": "tls", "username": user,
               "password": SecretStr(password)}
-    with owner_scope(owner):
-        connection = services.connection_create_imap(owner=owner, email=user, imap=server,
-                                                     smtp=dict(server, port=smtp_server.tls_port))
-    ids = {"imap_password": str(connection.imap_secret_id), "smtp_password": str(connection.smtp_secret_id)}
-    connection_verify(leases_issue(str(owner.pk), str(connection.pk), ids), owner_id=str(owner.pk),
-                      connection_id=str(connection.pk))
 
-    def ours():
-        lease = leases_issue(str(owner.pk), str(connection.pk), {"imap_password": ids["imap_password"]})
-        return connection_sync(lease, owner_id=str(owner.pk), connection_id=str(connection.pk))
+    def connected():
+        """A new Aiemaily user with the mailbox connected and verified: a sync function for it."""
+        owner = UserFactory()
+        with owner_scope(owner):
+            connection = services.connection_create_imap(owner=owner, email=user, imap=server,
+                                                         smtp=dict(server, port=smtp_server.tls_port))
+        ids = {"imap_password": str(connection.imap_secret_id), "smtp_password": str(connection.smtp_secret_id)}
+        connection_verify(leases_issue(str(owner.pk), str(connection.pk), ids), owner_id=str(owner.pk),
+                          connection_id=str(connection.pk))
+
+        def sync():
+            lease = leases_issue(str(owner.pk), str(connection.pk), {"imap_password": ids["imap_password"]})
+            return connection_sync(lease, owner_id=str(owner.pk), connection_id=str(connection.pk))
+        return owner, sync
+
+    # The search index's share: the same initial sync by other users with indexing switched off (no
+    # term hashes, no index rows), before and after the indexed ones (A B B A: the machine is shared,
+    # and a drift in its load then hits both modes alike).
+    def unindexed_sync():
+        _, sync = connected()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(search_index, "message_terms", lambda *args, **kwargs: None)
+            elapsed, result = _timed(sync)
+        assert result["messages"] == N
+        return elapsed
+
+    unindexed = [unindexed_sync()]
+    _, indexed_again = connected()
+    owner, ours = connected()
 
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
@@ -107,6 +127,9 @@ def test_initial_and_incremental_sync_vs_mbsync(record_benchmark, tmp_path, dove
     assert result["messages"] == N
     ours_nochange, result = _timed(ours)
     assert result["messages"] == 0
+    indexed = [ours_initial, _timed(indexed_again)[0]]
+    unindexed.append(unindexed_sync())
+    indexed_mean, unindexed_mean = sum(indexed) / 2, sum(unindexed) / 2
     with owner_scope(owner):
         assert Message.objects.for_owner(owner).count() == N
 
@@ -123,6 +146,15 @@ encrypts each under its own key into object storage, and writes metadata rows to
 |---|---|---|---|---|---|
 | initial | {mbsync_initial:.2f} | {ours_initial:.2f} | {N / ours_initial:,.0f} | {initial_ratio:.2f}× | ≤ 1.5× |
 | no change | {mbsync_nochange:.3f} | {ours_nochange:.3f} | — | {nochange_ratio:.2f}× | < 1× |
+
+The keyed search index's share (mail/search_index.py: the term hashes of each message, one index row
+per message): four initial syncs of the same mailbox in the same run, each by its own user, in the
+order without / with / with / without the index (the first "with" is the table's): without
+{unindexed[0]:.2f} s and {unindexed[1]:.2f} s, with {indexed[0]:.2f} s and {indexed[1]:.2f} s
+(means: **{indexed_mean / unindexed_mean:.2f}×**, {(indexed_mean - unindexed_mean) / N * 1000:+.2f} ms per
+message). Load average at the end:
+{", ".join(f"{v:.1f}" for v in os.getloadavg())}.
 """)
-    print(f"initial: mbsync {mbsync_initial:.2f}s ours {ours_initial:.2f}s ({initial_ratio:.2f}x); "
+    print(f"initial: mbsync {mbsync_initial:.2f}s ours {ours_initial:.2f}s ({initial_ratio:.2f}x), "
+          f"indexed {indexed}, without the index {unindexed}; "
           f"no-change: mbsync {mbsync_nochange:.3f}s ours {ours_nochange:.3f}s ({nochange_ratio:.2f}x)")

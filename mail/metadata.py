@@ -1,65 +1,88 @@
-"""Message metadata at rest: subject, from, to, cc and snippet as ciphertext under the owner's keys.
+"""Mail metadata at rest: a message's subject, from, to, cc and snippet, and an outbox row's to, cc,
+subject and In-Reply-To, as ciphertext under the owner's keys.
 
 Each value is AES-256-GCM (secrets_vault.crypto, versioned header) under the owner's metadata key
 (mail/metadata_keys.py: random, sealed under the owner's storage key, which lives in the key store),
-with associated data binding the owner id, the message id and the field name: a ciphertext copied
-to another row, field or owner fails authentication, and is reported (logged, never its content)
-and shown as UNREADABLE, never as the moved value.
+with associated data binding the owner id, the row id, the field name and the kind of row: a
+ciphertext copied to another row, field, owner or table fails authentication, and is reported
+(logged, never its content) and shown as UNREADABLE, never as the moved value.
 
-The plaintext is never a column: `Message.subject` and friends are properties (mail/models.py)
-that keep a value set in this process until the row is written, when `seal_pending` seals it, and
-decrypt a stored value on first read (so a list decrypts only the rows it renders). Dates, sizes,
-flags, labels, ids and thread ids stay plain: sorting, keyset paging, unread counts and threading
-are done by the database on them (docs/security-model.md says what they reveal).
+The plaintext is never a column: `Message.subject`, `OutboxMessage.to_addrs` and friends are
+properties (mail/models.py) that keep a value set in this process until the row is written, when
+`seal_pending` seals it, and decrypt a stored value on first read (so a list decrypts only the rows
+it renders). Dates, sizes, flags, labels, ids, thread ids, statuses and Message-IDs stay plain:
+sorting, keyset paging, unread counts, threading and the outbox's Sent-folder look-up are done on
+them (docs/security-model.md says what they reveal).
 """
 
 import json
 import logging
 import uuid
 
-from mail import blobstore, metadata_keys
+from mail import blobstore, metadata_keys, search_index
 from secrets_vault.crypto import CiphertextError, decrypt, encrypt, parse_header
 
 logger = logging.getLogger(__name__)
 
-# Field name -> (sealed column, legacy plaintext attribute, kind).
-FIELDS = {
+class Sealed:
+    """What one model seals: its fields as name -> (sealed column, legacy plaintext attribute, kind),
+    and the names its associated data uses for the row id and the purpose."""
+
+    def __init__(self, purpose: str, id_name: str, fields: dict):
+        self.purpose, self.id_name, self.fields = purpose, id_name, fields
+        self.sealed_columns = [column for column, _, _ in fields.values()]
+        self.legacy_columns = [legacy for _, legacy, _ in fields.values() if legacy]
+
+
+MESSAGE = Sealed("message-metadata", "message_id", {
     "subject": ("subject_ct", "legacy_subject", str),
     "from_addr": ("from_ct", "legacy_from_addr", str),
     "to_addrs": ("to_ct", "legacy_to_addrs", list),
     "cc_addrs": ("cc_ct", "legacy_cc_addrs", list),
     "snippet": ("snippet_ct", "legacy_snippet", str),
-}
-SEALED_COLUMNS = [column for column, _, _ in FIELDS.values()]
-LEGACY_COLUMNS = [legacy for _, legacy, _ in FIELDS.values()]
+})
+# Mail being sent: who to, about what, in reply to which message (its body is an object, like a
+# message's). Its Message-ID stays plain: ours, random, and the Sent-folder look-up needs it.
+OUTBOX = Sealed("outbox-metadata", "outbox_id", {
+    "to_addrs": ("to_ct", "legacy_to_addrs", list),
+    "cc_addrs": ("cc_ct", "legacy_cc_addrs", list),
+    "subject": ("subject_ct", "legacy_subject", str),
+    "in_reply_to": ("in_reply_to_ct", "legacy_in_reply_to", str),
+    "refused_addrs": ("refused_ct", None, list),  # the recipients the server refused (no plaintext past)
+})
+# The message's, under their first names (the migration command and the tests use them).
+FIELDS, SEALED_COLUMNS, LEGACY_COLUMNS = MESSAGE.fields, MESSAGE.sealed_columns, MESSAGE.legacy_columns
 UNREADABLE = "(unreadable: failed authentication)"
 
 _PENDING = "_metadata_pending"  # values set in this process, not sealed yet
 _PLAIN = "_metadata_plain"  # values opened (or set) in this process
+_FAILED = "_metadata_failed"  # fields whose stored value failed authentication
 
 
 def _uuid_text(value) -> str:
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
-def field_aad(owner_id, message_id, field: str) -> bytes:
-    """The associated data of a sealed column: whose, which message, which field.
+def field_aad(owner_id, row_id, field: str, spec: Sealed = MESSAGE) -> bytes:
+    """The associated data of a sealed column: whose, which row (of which kind), which field.
 
     Exactly the bytes of secrets_vault.crypto.canonical_aad for these four values (tested), built
     without JSON: the ids are canonical UUID text and the field names plain identifiers, so nothing
-    needs escaping, and a list page builds 250 of these."""
-    if field not in FIELDS:
+    needs escaping, and a list page builds 250 of these. (The keys are in canonical, sorted order
+    for both kinds: "field" < "message_id" | "outbox_id" < "owner_id" < "purpose".)"""
+    if field not in spec.fields:
         raise ValueError("not a sealed metadata field")
-    return (f'{{"field":"{field}","message_id":"{_uuid_text(message_id)}","owner_id":"{_uuid_text(owner_id)}",'
-            f'"purpose":"message-metadata"}}').encode()
+    return (f'{{"field":"{field}","{spec.id_name}":"{_uuid_text(row_id)}","owner_id":"{_uuid_text(owner_id)}",'
+            f'"purpose":"{spec.purpose}"}}').encode()
 
 
-def seal_value(owner_id, message_id, field: str, data: bytes) -> bytes:
+def seal_value(owner_id, row_id, field: str, data: bytes, spec: Sealed = MESSAGE) -> bytes:
     version, key = metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.FIELDS)
-    return encrypt(key, data, aad=field_aad(owner_id, message_id, field), key_version=version)
+    return encrypt(key, data, aad=field_aad(owner_id, row_id, field, spec), key_version=version)
 
 
-def open_value(owner_id, message_id, field: str, sealed: bytes, *, keys: dict | None = None) -> bytes:
+def open_value(owner_id, row_id, field: str, sealed: bytes, *, keys: dict | None = None,
+               spec: Sealed = MESSAGE) -> bytes:
     """The inverse of seal_value; tampered, moved, or shredded raises BlobError. `keys` memoises
     the key versions within one call site (a row's five fields)."""
     try:
@@ -69,7 +92,7 @@ def open_value(owner_id, message_id, field: str, sealed: bytes, *, keys: dict | 
             key = metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.FIELDS, version)[1]
             if keys is not None:
                 keys[version] = key
-        return decrypt(key, sealed, aad=field_aad(owner_id, message_id, field))
+        return decrypt(key, sealed, aad=field_aad(owner_id, row_id, field, spec))
     except CiphertextError:
         raise blobstore.BlobError("value failed authentication (tampered, moved, or not this owner's)") from None
 
@@ -89,68 +112,86 @@ def _decode(kind, data: bytes):
     return data.decode("utf-8")
 
 
-def set_value(message, field: str, value) -> None:
+def set_value(row, field: str, value) -> None:
     """A property setter: remember the plaintext until the row is written (seal_pending)."""
-    kind = FIELDS[field][2]
+    kind = row.SEALED.fields[field][2]
     value = [str(v) for v in (value or [])] if kind is list else str(value or "")
-    message.__dict__.setdefault(_PENDING, {})[field] = value
-    message.__dict__.setdefault(_PLAIN, {})[field] = value
+    row.__dict__.setdefault(_PENDING, {})[field] = value
+    row.__dict__.setdefault(_PLAIN, {})[field] = value
 
 
-def get_value(message, field: str):
+def get_value(row, field: str):
     """A property getter: the value set in this process, or the stored one decrypted. The first
-    read of a row opens all its fields at once (one key look-up for the row; a list shows four of
-    the five anyway), so only rows that are shown are ever opened."""
-    plain = message.__dict__.setdefault(_PLAIN, {})
+    read of a row opens all its fields at once (one key look-up for the row; a list shows most of
+    them anyway), so only rows that are shown are ever opened."""
+    plain = row.__dict__.setdefault(_PLAIN, {})
     if field not in plain:
         keys: dict = {}
-        for name in FIELDS:
+        for name in row.SEALED.fields:
             if name not in plain:
-                plain[name] = _open(message, name, keys)
+                plain[name] = _open(row, name, keys)
     value = plain[field]
     return list(value) if isinstance(value, list) else value
 
 
-def _open(message, field: str, keys: dict):
-    column, legacy, kind = FIELDS[field]
-    sealed = getattr(message, column)
+def _open(row, field: str, keys: dict):
+    spec = row.SEALED
+    column, legacy, kind = spec.fields[field]
+    sealed = getattr(row, column)
     if sealed is None:  # a row written before encryption, not migrated yet (manage.py metadata_encrypt)
-        value = getattr(message, legacy)
+        value = getattr(row, legacy) if legacy else None
         return list(value or []) if kind is list else (value or "")
     try:
-        return _decode(kind, open_value(message.owner_id, message.pk, field, bytes(sealed), keys=keys))
+        return _decode(kind, open_value(row.owner_id, row.pk, field, bytes(sealed), keys=keys, spec=spec))
     except (blobstore.BlobError, ValueError, UnicodeDecodeError):
         # Tampered, copied from another row or owner, or its key shredded: say so, never show it.
-        logger.warning("message %s: sealed %s failed authentication", message.pk, field,
+        logger.warning("%s %s: sealed %s failed authentication", spec.purpose, row.pk, field,
                        extra={"event": "metadata_unreadable"})
+        row.__dict__.setdefault(_FAILED, set()).add(field)
         return [] if kind is list else UNREADABLE
 
 
-def seal_all(message, values: dict) -> list[str]:
-    """Seal `values` (every field) into the row's columns and clear the legacy plaintext columns.
-    Returns the columns written."""
-    written = []
-    for field, (column, legacy, kind) in FIELDS.items():
-        sealed = seal_value(message.owner_id, message.pk, field, _encode(kind, values[field]))
-        setattr(message, column, sealed)
-        setattr(message, legacy, [] if kind is list else "")
-        written += [column, legacy]
-    message.__dict__[_PLAIN] = {**message.__dict__.get(_PLAIN, {}), **values}
-    message.__dict__.pop(_PENDING, None)
+def unreadable(row) -> set[str]:
+    """The fields of this row that failed authentication (read them first): a list field reads as
+    [] then, which a sender must not take for "no recipients"."""
+    for field in row.SEALED.fields:
+        get_value(row, field)
+    return set(row.__dict__.get(_FAILED, ()))
+
+
+def seal_all(row, values: dict) -> list[str]:
+    """Seal `values` (every field) into the row's columns and clear the legacy plaintext columns;
+    for a message, also leave its search-term hashes on it for its index row
+    (search_index.rows_write: a row is sealed and indexed from the same values). Returns the
+    columns written."""
+    spec, written = row.SEALED, []
+    if spec is MESSAGE:
+        row.__dict__["_search_terms"] = search_index.message_terms(row.owner_id, subject=values["subject"],
+                                                                   sender=values["from_addr"])
+    for field, (column, legacy, kind) in spec.fields.items():
+        sealed = seal_value(row.owner_id, row.pk, field, _encode(kind, values[field]), spec)
+        setattr(row, column, sealed)
+        written.append(column)
+        if legacy:
+            setattr(row, legacy, [] if kind is list else "")
+            written.append(legacy)
+    row.__dict__[_PLAIN] = {**row.__dict__.get(_PLAIN, {}), **values}
+    row.__dict__.pop(_PENDING, None)
     return written
 
 
-def seal_pending(message) -> list[str]:
-    """Before a row is written: seal the values set in this process (all five fields, so a row is
+def seal_pending(row) -> list[str]:
+    """Before a row is written: seal the values set in this process (all its fields, so a row is
     either wholly sealed or wholly legacy). Returns the columns to write, [] when nothing changed.
 
     The metadata key comes from a per-process cache: a batch of rows costs at most one key read
     (and one storage-key unwrap), not one per value.
     """
-    pending = message.__dict__.get(_PENDING)
-    if not pending and message.subject_ct is not None:
+    spec = row.SEALED
+    pending = row.__dict__.get(_PENDING)
+    if not pending and getattr(row, spec.sealed_columns[0]) is not None:
         return []
-    if not pending and message._state.adding is False:
+    if not pending and row._state.adding is False:
         return []  # a legacy row saved for another reason: the migration command seals it
-    values = {field: get_value(message, field) for field in FIELDS}
-    return seal_all(message, values)
+    values = {field: get_value(row, field) for field in spec.fields}
+    return seal_all(row, values)

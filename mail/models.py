@@ -157,8 +157,8 @@ class Folder(OwnedModel):
 class MessageManager(OwnedManager.from_queryset(DelegatedQuerySet)):
     def bulk_create(self, objs, *args, **kwargs):
         """Seal every row's metadata before the insert (one storage-key fetch for the batch, from
-        blobstore's cache) and index the rows that were inserted (with ignore_conflicts, a row that
-        hit a unique constraint is not there, and has no index rows)."""
+        blobstore's cache) and write the index rows (one per message) of the rows that were
+        inserted (with ignore_conflicts, a row that hit a unique constraint is not there)."""
         objs = list(objs)
         for row in objs:
             metadata.seal_pending(row)
@@ -171,7 +171,7 @@ class MessageManager(OwnedManager.from_queryset(DelegatedQuerySet)):
                 there = set(self.get_queryset().for_owner(owner_id).filter(
                     pk__in=[r.pk for r in rows]).values_list("pk", flat=True))
                 rows = [r for r in rows if r.pk in there]
-            search_index.messages_index(owner_id, rows)
+            search_index.rows_write(rows, replace=False)
         return created
 
 
@@ -181,6 +181,7 @@ class Message(OwnedModel):
     index (mail/search_index.py)."""
 
     objects = MessageManager()
+    SEALED = metadata.MESSAGE
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="messages")
@@ -238,10 +239,10 @@ class Message(OwnedModel):
         # inserts go through MessageManager.bulk_create, which does the same for a batch.)
         written = metadata.seal_pending(self)
         if written and kwargs.get("update_fields") is not None:
-            kwargs["update_fields"] = list({*kwargs["update_fields"], *written} - set(metadata.FIELDS))
+            kwargs["update_fields"] = list({*kwargs["update_fields"], *written} - set(self.SEALED.fields))
         super().save(*args, **kwargs)
         if written:
-            search_index.messages_index(self.owner_id, [self], replace=True)
+            search_index.rows_write([self], replace=True)
 
     def __str__(self):
         return f"message {self.pk}"  # never the subject: admin pages and logs print this
@@ -263,14 +264,26 @@ class OutboxMessage(OwnedModel):
         FAILED = "failed", "failed"
         UNCERTAIN = "uncertain", "not sure it was sent"
 
+    SEALED = metadata.OUTBOX
+    REFUSED_SOME = "Sent, but the server refused these recipients"  # last_error; who is in refused_addrs
+    LEGACY_REFUSED = "Refused by the server for: "  # how releases before issue 17 named them, in plaintext
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="outbox")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     message_id = models.CharField(max_length=300, unique=True)
-    to_addrs = models.JSONField(default=list)
-    cc_addrs = models.JSONField(default=list, blank=True)
-    subject = models.CharField(max_length=998, blank=True)
-    in_reply_to = models.CharField(max_length=998, blank=True)
+    # To, cc, subject and In-Reply-To are sealed like a message's metadata (mail/metadata.py); the
+    # properties below read and write them. The legacy_* columns held them in plaintext before;
+    # `manage.py metadata_encrypt` seals and empties them, and a later release drops them.
+    to_ct = models.BinaryField(null=True, editable=False)
+    cc_ct = models.BinaryField(null=True, editable=False)
+    subject_ct = models.BinaryField(null=True, editable=False)
+    in_reply_to_ct = models.BinaryField(null=True, editable=False)
+    refused_ct = models.BinaryField(null=True, editable=False)
+    legacy_to_addrs = models.JSONField(default=list, blank=True, db_column="to_addrs", editable=False)
+    legacy_cc_addrs = models.JSONField(default=list, blank=True, db_column="cc_addrs", editable=False)
+    legacy_subject = models.CharField(max_length=998, blank=True, db_column="subject", editable=False)
+    legacy_in_reply_to = models.CharField(max_length=998, blank=True, db_column="in_reply_to", editable=False)
     blob_key = models.CharField(max_length=400)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=300, blank=True)
@@ -291,8 +304,33 @@ class OutboxMessage(OwnedModel):
         indexes = [models.Index(fields=["status", "sending_started_at"], name="outbox_stuck",
                                 condition=models.Q(status__in=["sending", "uncertain"]))]
 
+    to_addrs = property(lambda self: metadata.get_value(self, "to_addrs"),
+                        lambda self, value: metadata.set_value(self, "to_addrs", value))
+    cc_addrs = property(lambda self: metadata.get_value(self, "cc_addrs"),
+                        lambda self, value: metadata.set_value(self, "cc_addrs", value))
+    subject = property(lambda self: metadata.get_value(self, "subject"),
+                       lambda self, value: metadata.set_value(self, "subject", value))
+    in_reply_to = property(lambda self: metadata.get_value(self, "in_reply_to"),
+                           lambda self, value: metadata.set_value(self, "in_reply_to", value))
+    refused_addrs = property(lambda self: metadata.get_value(self, "refused_addrs"),
+                             lambda self, value: metadata.set_value(self, "refused_addrs", value))
+
+    @property
+    def error_text(self) -> str:
+        """last_error as the user reads it, with the refused recipients (sealed, so never in
+        last_error's plaintext column) named after it."""
+        refused = self.refused_addrs if self.refused_ct is not None else []
+        return f"{self.last_error}: {', '.join(refused)}" if refused else self.last_error
+
+    def save(self, *args, **kwargs):
+        # Sealed on the way to the database, like a message (Message.save).
+        written = metadata.seal_pending(self)
+        if written and kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = list({*kwargs["update_fields"], *written} - set(self.SEALED.fields))
+        super().save(*args, **kwargs)
+
     def __str__(self):
-        return f"{self.subject or '(no subject)'} ({self.status})"
+        return f"outbox {self.pk} ({self.status})"  # never the subject: admin pages and logs print this
 
 
 class Delegation(OwnedModel):
@@ -328,7 +366,7 @@ class Delegation(OwnedModel):
 
 
 # The assistant's rows live in mail/assistant/models.py (its own zone) but belong to this app.
-from mail import search_index  # noqa: E402 - its model (SearchTerm) belongs to this app
+from mail import search_index  # noqa: E402 - its model (MessageTerms) belongs to this app
 from mail.assistant.models import AiResult, AiSettings  # noqa: E402, F401
 from mail.metadata_keys import MetadataKey  # noqa: E402, F401
-from mail.search_index import SearchTerm  # noqa: E402, F401
+from mail.search_index import MessageTerms  # noqa: E402, F401

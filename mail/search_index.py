@@ -2,60 +2,103 @@
 
 Each message's subject and sender are cut into normalised terms (case-folded, accents stripped,
 NFKD): whole words, word prefixes of PREFIX_MIN..PREFIX_MAX characters (typeahead), the sender's
-address and its domain. A term is stored only as HMAC-SHA256(index key, kind || term), truncated
-to 128 bits, in SearchTerm (an owned table under RLS), one row per (message, term). A search
-hashes its own terms the same way and looks the hashes up: the database never sees a word.
+address and its domain. A term is stored only as HMAC-SHA256(index key, kind || term) cut to its
+first 64 bits, and a message's terms together: one MessageTerms row per message (an owned table
+under RLS) holding them as one array, `bigint[]` with a GIN index on PostgreSQL, queried with
+`@>` (every term of the query). A search hashes its own terms the same way: the database never
+sees a word. A sync batch writes one index row per message, not one per term (docs/BENCHMARKS.md).
+
+64 bits are plenty: a message has about 25-60 terms, so a wrong term matches one of a 100,000-message
+mailbox's hashes with probability about 6e6 / 2^64 ≈ 3e-13 per search, and such a false match is
+only ever one of the searcher's own messages. Even so, `recheck` drops it: the rows of a page are
+decrypted to be shown anyway, and their plaintext is tested against the query's terms.
 
 The index key is per user: 32 random bytes, sealed under the owner's storage key
 (mail/metadata_keys.py). Shredding the storage keys (account deletion) makes it
 unrecoverable, and with it any way to test a guessed word against a backup of the index.
 What the index reveals to someone holding the database: which of one user's messages share a term,
 and how many terms each message has; not the terms themselves, and nothing across users
-(docs/security-model.md).
+(docs/security-model.md). A delegate, who may read a shared thread's message rows, never reads
+their index rows (owner-only RLS), so never learns a hash of a word it knows.
 """
 
 import hashlib
 import hmac
 import re
 import unicodedata
-import uuid
 
 from django.conf import settings
-from django.db import connections, models, router
+from django.db import models
 
 from aiemaily.ownership.models import OwnedModel
 from mail import metadata_keys
 
 PREFIX_MIN, PREFIX_MAX = 3, 10
-HASH_BYTES = 16  # 128 bits: no collision to fear within one user's mail, half the index size
 _WORD = re.compile(r"[^\W_]+")
 _ADDRESS = re.compile(r"[^\s<>,;:\"'()\[\]]+@[^\s<>,;:\"'()\[\]]+\.[^\s<>,;:\"'()\[\]]+")
 
 
-class SearchTerm(OwnedModel):
-    """One term of one message, as a keyed hash. Deleted with its message and with its owner.
+class TermHashesField(models.Field):
+    """A set of 64-bit term hashes (signed ints): `bigint[]` on PostgreSQL, where a GIN index serves
+    `@>`; on SQLite (`make run`) a text " h1 h2 … " searched with LIKE '% h %' per term (a scan of
+    one user's rows, fine for a development database)."""
 
-    No foreign-key constraints in the database: a sync batch writes 15,000-30,000 of these rows, and
-    PostgreSQL's per-row referential checks (message and owner) made that insert several times
-    slower than the batch's messages (docs/BENCHMARKS.md). Django still cascades both (every path
-    that deletes messages or users goes through the ORM); a row left behind by a delete outside
-    Django points at nothing, matches no message, and goes with the account.
-    """
+    description = "keyed term hashes"
 
-    id = models.BigAutoField(primary_key=True)
+    def db_type(self, connection):
+        return "bigint[]" if connection.vendor == "postgresql" else "text"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None
+        if connection.vendor == "postgresql":
+            # One array literal: a batch's 15,000-30,000 hashes cost one join, not an adapter per element.
+            return "{" + ",".join(map(str, value)) + "}"
+        return " " + " ".join(map(str, value)) + " "
+
+    def from_db_value(self, value, expression, connection):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return [int(v) for v in value.split()] if not value.startswith("{") else \
+                [int(v) for v in value.strip("{}").split(",") if v]
+        return list(value)
+
+
+@TermHashesField.register_lookup
+class ContainsAll(models.Lookup):
+    """`terms__contains_all=[h1, h2]`: the row holds every one of these hashes."""
+
+    lookup_name = "contains_all"
+
+    def as_sql(self, compiler, connection):  # SQLite and anything else without arrays
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        hashes = list(self.rhs)
+        if not hashes:
+            return "1 = 1", []
+        return " AND ".join([f"{lhs} LIKE %s"] * len(hashes)), \
+            [p for h in hashes for p in (*lhs_params, f"% {int(h)} %")]
+
+    def as_postgresql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} @> %s::bigint[]", [*lhs_params, "{" + ",".join(str(int(h)) for h in self.rhs) + "}"]
+
+
+class MessageTerms(OwnedModel):
+    """The term hashes of one message. Written with the message's sealed columns (mail/metadata.py),
+    deleted with the message and with its owner. Owner-only RLS, no delegate policy."""
+
+    message = models.OneToOneField("mail.Message", on_delete=models.CASCADE, primary_key=True, related_name="+")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False,
-                              db_constraint=False, editable=False)  # the (owner, term) index serves owner lookups
-    message = models.ForeignKey("mail.Message", on_delete=models.CASCADE, related_name="+", db_index=False,
-                                db_constraint=False)
-    term = models.BinaryField(max_length=HASH_BYTES)
+                              editable=False)  # lookups go by message or by hash; deletion by owner is rare
+    terms = TermHashesField()
 
     class Meta:
         app_label = "mail"
-        indexes = [models.Index(fields=["owner", "term"], name="searchterm_owner_term"),
-                   models.Index(fields=["message"], name="searchterm_message")]
+        # The GIN index on `terms` is PostgreSQL-only, made by migration 0011 (SQLite has none).
 
     def __str__(self):
-        return "search term (keyed hash)"
+        return "search terms (keyed hashes)"
 
 
 # --- normalisation --------------------------------------------------------------------------------
@@ -110,9 +153,13 @@ def index_key(owner_id) -> bytes:
     return metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.INDEX)[1]
 
 
-def term_hash(key: bytes, term: tuple[str, str]) -> bytes:
+def _as_int(digest: bytes) -> int:
+    return int.from_bytes(digest[:8], "big", signed=True)  # a bigint: the first 64 bits, two's complement
+
+
+def term_hash(key: bytes, term: tuple[str, str]) -> int:
     kind, value = term
-    return hmac.digest(key, f"{kind}\x00{value}".encode(), "sha256")[:HASH_BYTES]
+    return _as_int(hmac.digest(key, f"{kind}\x00{value}".encode(), "sha256"))
 
 
 def _hasher(key: bytes):
@@ -120,46 +167,38 @@ def _hasher(key: bytes):
     third cheaper than re-keying for each of a batch's tens of thousands of terms)."""
     keyed = hmac.new(key, digestmod=hashlib.sha256)
 
-    def digest(term: tuple[str, str]) -> bytes:
+    def digest(term: tuple[str, str]) -> int:
         state = keyed.copy()
         state.update(f"{term[0]}\x00{term[1]}".encode())
-        return state.digest()[:HASH_BYTES]
+        return _as_int(state.digest())
 
     return digest
 
 
-def messages_index(owner_id, messages, *, replace: bool = False) -> int:
-    """Write the index rows of these (saved, sealed) messages; `replace` drops their old rows first.
-    Call inside the owner's binding. Returns the number of rows written."""
-    messages = list(messages)
-    if not messages:
+def message_terms(owner_id, *, subject: str, sender: str) -> list[int]:
+    """The sorted term hashes of a message with this subject and sender. Call inside the owner's binding."""
+    digest = _hasher(index_key(owner_id))
+    return sorted({digest(term) for term in document_terms(subject=subject, sender=sender)})
+
+
+def terms_rows(messages) -> list[MessageTerms]:
+    """The index rows of these messages, from the hashes `metadata.seal_all` left on them."""
+    return [MessageTerms(message_id=m.pk, owner_id=m.owner_id, terms=m.__dict__["_search_terms"])
+            for m in messages if m.__dict__.get("_search_terms") is not None]
+
+
+def rows_write(messages, *, replace: bool) -> int:
+    """Write (or, `replace`, rewrite) the index rows of these saved messages. Call inside the owner's
+    binding. Returns the number of rows written."""
+    rows = terms_rows(messages)
+    if not rows:
         return 0
-    key = index_key(owner_id)
     if replace:
-        SearchTerm.objects.for_owner(owner_id).filter(message_id__in=[m.pk for m in messages]).delete()
-    pairs, digest = [], _hasher(key)
-    for message in messages:
-        pk = message.pk if isinstance(message.pk, uuid.UUID) else uuid.UUID(str(message.pk))
-        pairs += [(pk, digest(term)) for term in document_terms(subject=message.subject, sender=message.from_addr)]
-    alias = router.db_for_write(SearchTerm)
-    if not pairs:
-        return 0
-    if connections[alias].vendor == "postgresql":
-        # One statement, one binary parameter: a sync batch of 500 messages has 15,000-30,000
-        # terms, which model instances (or arrays, element by element) cost far more to send than
-        # the insert costs. Each record is the message id (16 bytes) and the hash (16 bytes), cut
-        # apart by PostgreSQL. (COPY FROM is refused on a table under row-level security.)
-        blob = b"".join(pk.bytes + term for pk, term in pairs)
-        with connections[alias].cursor() as cursor:
-            cursor.execute("INSERT INTO mail_searchterm (owner_id, message_id, term) "
-                           "SELECT %s::uuid, encode(substring(b FROM i * 32 + 1 FOR 16), 'hex')::uuid, "
-                           "substring(b FROM i * 32 + 17 FOR 16) "
-                           "FROM (SELECT %s::bytea AS b) AS records, generate_series(0, %s - 1) AS i",
-                           [str(owner_id), blob, len(pairs)])
+        MessageTerms.objects.bulk_create(rows, update_conflicts=True, unique_fields=["message"],
+                                         update_fields=["terms"])
     else:
-        SearchTerm.objects.bulk_create([SearchTerm(owner_id=owner_id, message_id=pk, term=term) for pk, term in pairs],
-                                       batch_size=2000)
-    return len(pairs)
+        MessageTerms.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
 
 
 def search_filter(queryset, owner, query: str):
@@ -174,7 +213,19 @@ def search_filter(queryset, owner, query: str):
     key = metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.INDEX, create=False)[1]
     if not key:
         return queryset.none()
-    for term in terms:
-        hits = SearchTerm.objects.for_owner(owner_id).filter(term=term_hash(key, term)).values("message_id")
-        queryset = queryset.filter(id__in=hits)
-    return queryset
+    hits = MessageTerms.objects.for_owner(owner_id).filter(terms__contains_all=[term_hash(key, t) for t in terms])
+    return queryset.filter(id__in=hits.values("message_id"))
+
+
+def matches(message, query: str) -> bool:
+    """Whether the decrypted subject and sender hold every term of `query`: what the index answered,
+    without the chance of a 64-bit collision."""
+    terms = query_terms(query)
+    return not terms or set(terms) <= document_terms(subject=message.subject, sender=message.from_addr)
+
+
+def recheck(messages, query: str | None) -> list:
+    """The rows of a search page that really match (see the module docstring); all rows without a query."""
+    if not query or not query_terms(query):
+        return list(messages)
+    return [m for m in messages if matches(m, query)]

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from aiemaily.api.fields import renamed_field
 from aiemaily.api.pagination import CreatedCursorPagination
 from aiemaily.api.query import StrictBooleanField, StrictUUIDField, query_params
-from mail import blobstore, services
+from mail import blobstore, search_index, services
 from mail.assistant.models import AiResult
 from mail.assistant.selectors import with_triage
 from mail.attachments import attachment_response
@@ -89,7 +89,14 @@ class MessageListApi(ListAPIView):
 
     def get_queryset(self):
         owner = self.request.user
-        return with_triage(message_list(owner=owner, filters=query_params(MessageFilters, self.request)), owner=owner)
+        self.filters = query_params(MessageFilters, self.request)
+        return with_triage(message_list(owner=owner, filters=self.filters), owner=owner)
+
+    def paginate_queryset(self, queryset):
+        # The cursor is taken from the page as read; only what is shown is re-checked against the
+        # decrypted subject and sender (search_index.recheck: no 64-bit hash collision is shown).
+        page = super().paginate_queryset(queryset)
+        return page if page is None else search_index.recheck(page, self.filters.get("q"))
 
 
 class MessageDetailApi(APIView):

@@ -38,7 +38,7 @@ class OutboxOutput(serializers.Serializer):
     to = serializers.ListField(source="to_addrs", child=serializers.CharField())
     cc = serializers.ListField(source="cc_addrs", child=serializers.CharField())
     subject = serializers.CharField()
-    last_error = serializers.CharField()
+    last_error = serializers.CharField(source="error_text")  # the refused recipients named (sealed)
     created_at = serializers.DateTimeField()
     sent_at = serializers.DateTimeField(allow_null=True)
 

@@ -31,7 +31,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from aiemaily.ownership.binding import owner_scope
-from mail import blobstore
+from mail import blobstore, metadata
 from mail.models import Connection, OutboxMessage
 from mail.providers.mailservers import MailServerError, imap_client, smtp_session
 from mail.send.actions import Ambiguous, Transient, api_for, call_once
@@ -50,6 +50,9 @@ ANSWER_LOST = ("Your mail server took this message but never confirmed it. We ar
                "see whether it went out; it will not be sent twice.")
 NOT_YET = ("This message is not in your Sent folder yet. We will look again shortly; it will not be sent twice "
            "in the meantime.")
+REFUSED_SOME = OutboxMessage.REFUSED_SOME
+UNREADABLE = ("This message's recipients could not be read (they failed authentication), so it was not sent. "
+              "Please write it again.")
 NOT_CONFIRMED = ("We could not confirm this was sent: your mail server stopped answering while taking it, and it "
                  "is not in your Sent folder. It may still have arrived: check with the recipient before "
                  "sending it again.")
@@ -138,10 +141,15 @@ def send(passwords: LeasedPasswords, owner_id, outbox_id) -> str:
     connection = row.connection
     if decision == "reconcile":
         return reconcile(passwords, owner_id, row, connection)
+    with owner_scope(owner_id):  # the metadata key is read under the owner's binding (RLS)
+        recipients, unreadable = [*row.to_addrs, *row.cc_addrs], metadata.unreadable(row)
+    if unreadable:
+        # Tampered with, or moved from another row: never send to what the database says instead.
+        _set(owner_id, row.pk, status=OutboxMessage.Status.FAILED, last_error=UNREADABLE)
+        return "failed"
     raw = blobstore.get(owner_id, row.blob_key)
     try:
-        outcome, detail = _smtp_deliver(connection, passwords.open("smtp_password"), raw,
-                                        [*row.to_addrs, *row.cc_addrs])
+        outcome, detail = _smtp_deliver(connection, passwords.open("smtp_password"), raw, recipients)
     except MailServerError as exc:
         # Raised only before the server invited the message body: it certainly does not have it.
         if exc.code in ("unreachable", "unavailable"):
@@ -156,8 +164,14 @@ def send(passwords: LeasedPasswords, owner_id, outbox_id) -> str:
         _set(owner_id, row.pk, status=OutboxMessage.Status.FAILED, last_error=detail)
         return "failed"
     _after_accept(passwords, owner_id, row, connection, raw)
-    note = f"Refused by the server for: {', '.join(sorted(detail))}" if detail else ""
-    _set(owner_id, row.pk, status=OutboxMessage.Status.SENT, sent_at=timezone.now(), last_error=note[:300])
+    if detail:
+        # Who was refused is sealed with the row's other addresses; last_error says only that some were.
+        with owner_scope(owner_id):
+            row.status, row.sent_at, row.last_error = OutboxMessage.Status.SENT, timezone.now(), REFUSED_SOME
+            row.refused_addrs = sorted(detail)
+            row.save(update_fields=["status", "sent_at", "last_error"])
+        return "sent"
+    _set(owner_id, row.pk, status=OutboxMessage.Status.SENT, sent_at=timezone.now(), last_error="")
     return "sent"
 
 

@@ -4,6 +4,7 @@ plaintext search over the same mail finds; a backup holds no readable metadata, 
 account is deleted."""
 
 import datetime
+import hmac
 import random
 import unicodedata
 import uuid
@@ -17,8 +18,10 @@ from rest_framework.test import APIClient
 
 from aiemaily.ownership.binding import owner_scope
 from mail import blobstore, metadata, metadata_keys, metadata_migration, search_index
-from mail.models import Connection, Folder, Message, MetadataKey, SearchTerm
+from mail.models import Connection, Folder, Message, MessageTerms, MetadataKey, OutboxMessage
+from mail.tasks import outbox_send
 from secrets_vault.crypto import canonical_aad, parse_header
+from secrets_vault.tasks import leases_issue
 from tests.conftest import issue_tokens
 from tests.harness.factories import UserFactory, staff_admin_client
 from tests.mail.test_delegation import shared  # noqa: F401 - fixture: a thread shared with a delegate
@@ -82,6 +85,12 @@ LEAK_CANARIES = ["zanzibar", "acquisition", "ouagadougou", "reykjavik", "quentin
                  "philippa", "ostrander", "kilimanjaro", "ljubljana", "thessaloniki"]
 
 
+OUTBOX_TO = "wilhelmina.vanderbilt@canary-recipient.test"
+OUTBOX_CC = "bartholomew@cc-canary.test"
+OUTBOX_SUBJECT = "Transylvania takeover terms"
+OUTBOX_CANARIES = ["wilhelmina", "vanderbilt", "canary-recipient", "bartholomew", "cc-canary", "transylvania"]
+
+
 def _raw(n, subject, sender, text):
     return (f"From: {sender}\r\nTo: Me <me@mail.test>\r\nCc: Team <team@mail.test>\r\nSubject: {subject}\r\n"
             f"Date: Mon, 2 Nov 2026 10:0{n}:00 +0000\r\nMessage-ID: <seed{n}@mail.test>\r\n"
@@ -90,15 +99,28 @@ def _raw(n, subject, sender, text):
 
 @pytest.mark.django_db(transaction=True, databases=["default", "vault", "keys"])
 def test_a_dump_of_the_main_database_after_a_sync_holds_no_subject_address_or_snippet(connected,  # noqa: F811
-                                                                                      dovecot):
+                                                                                      dovecot, smtp_server):
     client, connection, user = connected
     dovecot.seed(user, [_raw(n, *item) for n, item in enumerate(SEEDED)])
     assert _sync(client, connection)["status"] == "synced"
+    # And mail being sent: its recipients, subject and In-Reply-To are sealed too, and it still goes.
+    outbox = client.post("/api/v1/outbox", {
+        "connection": str(connection.pk), "to": [OUTBOX_TO], "cc": [OUTBOX_CC], "subject": OUTBOX_SUBJECT,
+        "body_text": "See attached.", "in_reply_to": "<seed0@mail.test>"}, format="json").json()
+    owner = client.user
+    leases = leases_issue(str(owner.pk), str(connection.pk), {"smtp_password": str(connection.smtp_secret_id),
+                                                               "imap_password": str(connection.imap_secret_id)})
+    assert outbox_send(leases, owner_id=str(owner.pk), outbox_id=outbox["id"])["status"] == "sent"
+    delivered = [m for m in smtp_server.messages if outbox["message_id"].encode() in m.original_content]
+    assert len(delivered) == 1 and sorted(delivered[0].rcpt_tos) == sorted([OUTBOX_TO, OUTBOX_CC])
 
     dump = _pg_dump("default").casefold()
-    assert "mail_message" in dump and "mail_searchterm" in dump  # the tables are in the dump...
-    leaked = [word for word in LEAK_CANARIES if word in dump]
+    assert "mail_message" in dump and "mail_messageterms" in dump and "mail_outboxmessage" in dump  # the tables...
+    leaked = [word for word in LEAK_CANARIES + OUTBOX_CANARIES if word in dump]
     assert leaked == []  # ...and none of the words
+    shown = client.get(f"/api/v1/outbox/{outbox['id']}").json()
+    assert (shown["to"], shown["cc"], shown["subject"], shown["status"]) == ([OUTBOX_TO], [OUTBOX_CC], OUTBOX_SUBJECT,
+                                                                             "sent")
 
     # The owner still reads and searches everything, decrypted.
     listing = client.get("/api/v1/messages").json()["results"]
@@ -206,10 +228,11 @@ def test_one_users_index_hashes_never_match_another_users_words(objects_dir):  #
         connection, folder = _box(user)
         _store(user, connection, folder, same)
     with owner_scope(alice):
-        alice_terms = {bytes(t) for t in SearchTerm.objects.for_owner(alice).values_list("term", flat=True)}
+        alice_terms = {h for terms in MessageTerms.objects.for_owner(alice).values_list("terms", flat=True)
+                       for h in terms}
         alice_key = search_index.index_key(alice.pk)
     with owner_scope(bob):
-        bob_terms = {bytes(t) for t in SearchTerm.objects.for_owner(bob).values_list("term", flat=True)}
+        bob_terms = {h for terms in MessageTerms.objects.for_owner(bob).values_list("terms", flat=True) for h in terms}
         bob_key = search_index.index_key(bob.pk)
     assert len(alice_terms) > 20 and len(bob_terms) == len(alice_terms)  # the same words...
     assert alice_terms.isdisjoint(bob_terms)  # ...hash to nothing in common
@@ -218,6 +241,147 @@ def test_one_users_index_hashes_never_match_another_users_words(objects_dir):  #
     # And Bob's search never reaches Alice's rows (RLS and the key both say so).
     assert _search_ids(_api(bob), "invoice") and _search_ids(_api(bob), "invoice").isdisjoint(
         {str(m.pk) for m in _all(alice)})
+
+
+# --- the index's storage: one row per message, 64-bit hashes, collisions re-checked ------------------
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_a_batch_writes_one_index_row_per_message_holding_its_term_hashes(objects_dir,  # noqa: F811
+                                                                          django_assert_max_num_queries):
+    user = UserFactory()
+    connection, folder = _box(user)
+    _store(user, connection, folder, [("warm up", "a@example.test", "")])  # the keys exist
+    with owner_scope(user), django_assert_max_num_queries(4):  # messages, existence check, index rows
+        rows = [Message(owner=user, connection=connection, folder=folder, uidvalidity=3, uid=n,
+                        subject=f"Quarterly invoice {n}", from_addr="Ana Lima <ana.lima@example.test>", date=BASE)
+                for n in range(200)]
+        Message.objects.bulk_create(rows, ignore_conflicts=True)
+    with owner_scope(user):
+        stored = dict(MessageTerms.objects.for_owner(user).filter(message__in=rows).values_list("message", "terms"))
+        key = search_index.index_key(user.pk)
+    assert len(stored) == 200  # one row per message, not one per term
+    row = rows[7]
+    expected = sorted({search_index.term_hash(key, t) for t in search_index.document_terms(
+        subject=row.subject, sender=row.from_addr)})
+    assert stored[row.pk] == expected and len(expected) > 20
+    assert all(-2**63 <= h < 2**63 for h in expected)  # bigint: the first 64 bits of the HMAC
+    assert search_index.term_hash(key, ("p", "invoice")) == int.from_bytes(
+        hmac.digest(key, b"p\x00invoice", "sha256")[:8], "big", signed=True)
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_a_64_bit_hash_collision_is_re_checked_after_decryption_and_never_shown(objects_dir):  # noqa: F811
+    user = UserFactory(password="correct horse battery staple")
+    connection, folder = _box(user)
+    real, decoy = _store(user, connection, folder, [("Pumpkin soup recipe", "bob@contoso.test", "tasty"),
+                                                    ("Weekly report", "ana@example.test", "numbers")])
+    with owner_scope(user):
+        key = search_index.index_key(user.pk)
+        # As if a term of the decoy collided with "pumpkin": the index now answers it for both rows.
+        terms = MessageTerms.objects.for_owner(user).get(message=decoy)
+        terms.terms = sorted({*terms.terms, search_index.term_hash(key, ("p", "pumpkin"))})
+        terms.save(update_fields=["terms"])
+        assert set(search_index.search_filter(Message.objects.for_owner(user), user, "pumpkin")
+                   .values_list("pk", flat=True)) == {real.pk, decoy.pk}
+    assert _search_ids(_api(user), "pumpkin") == {str(real.pk)}  # the API shows the real match only
+    web = Client()
+    web.force_login(user)
+    page = web.get("/mail/", {"q": "pumpkin"}).content.decode()
+    assert "Pumpkin soup recipe" in page and "Weekly report" not in page  # and so does the page
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_reindex_rebuilds_a_lost_index_from_the_sealed_columns(objects_dir):  # noqa: F811
+    user = UserFactory()
+    connection, folder = _box(user)
+    rows = _store(user, connection, folder, [(f"Harbour notice {n}", f"port{n}@example.test", "") for n in range(5)])
+    with owner_scope(user):
+        MessageTerms.objects.for_owner(user).filter(message__in=rows[:3]).delete()
+    client = _api(user)
+    assert _search_ids(client, "harbour") == {str(r.pk) for r in rows[3:]}
+    out = StringIO()
+    call_command("metadata_encrypt", "--owner", str(user.pk), "--reindex", stdout=out)
+    assert "5/5 messages reindexed" in out.getvalue()
+    assert _search_ids(client, "harbour") == {str(r.pk) for r in rows}
+    assert _search_ids(client, "port2@example.test") == {str(rows[2].pk)}
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "vault", "keys"])
+def test_migration_0011_carries_old_index_rows_over_without_any_key(objects_dir):  # noqa: F811
+    """Rows of the one-row-per-term table (mail_searchterm, 128-bit hashes) become each message's
+    array of 64-bit hashes: the same searches find the same messages, and no key was needed."""
+    from importlib import import_module
+
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    from tests.conftest import OWNER_ROLE
+
+    alice, bob = UserFactory(), UserFactory()
+    corpus = _corpus(seed=11, count=30)
+    stored, old_rows = {}, []
+    for user in (alice, bob):
+        connection, folder = _box(user)
+        stored[user.pk] = _store(user, connection, folder, corpus)
+        with owner_scope(user):
+            key = search_index.index_key(user.pk)  # the old hashes: 128 bits of the same HMAC
+        old_rows += [(str(user.pk), str(row.pk), hmac.digest(key, f"{k}\x00{v}".encode(), "sha256")[:16])
+                     for row in stored[user.pk]
+                     for k, v in search_index.document_terms(subject=row.subject, sender=row.from_addr)]
+    old_rows.append((str(alice.pk), str(uuid.uuid4()), b"\x01" * 16))  # a row whose message is gone
+
+    settings_dict = connections["default"].settings_dict
+    owner_connection = load_backend(settings_dict["ENGINE"]).DatabaseWrapper({**settings_dict, "USER": OWNER_ROLE},
+                                                                             "default")
+    migration = import_module("mail.migrations.0011_message_terms_array")
+    try:
+        with owner_connection.cursor() as cursor:  # the table as 0010 made it, and the index as it was
+            cursor.execute("CREATE TABLE mail_searchterm (id bigserial PRIMARY KEY, owner_id uuid NOT NULL, "
+                           "message_id uuid NOT NULL, term bytea NOT NULL)")
+            cursor.executemany("INSERT INTO mail_searchterm (owner_id, message_id, term) VALUES (%s, %s, %s)",
+                               old_rows)
+            cursor.execute("ALTER TABLE mail_searchterm ENABLE ROW LEVEL SECURITY")
+            cursor.execute("ALTER TABLE mail_searchterm FORCE ROW LEVEL SECURITY")
+            cursor.execute("ALTER TABLE mail_messageterms NO FORCE ROW LEVEL SECURITY")
+            cursor.execute("DELETE FROM mail_messageterms")
+            cursor.execute("ALTER TABLE mail_messageterms FORCE ROW LEVEL SECURITY")
+        assert _search_ids(_api(alice), "invoice") == set()  # no index rows: nothing found
+        try:
+            with owner_connection.schema_editor() as editor:
+                migration.carry_over(None, editor)
+        finally:
+            with owner_connection.cursor() as cursor:
+                cursor.execute("DROP TABLE mail_searchterm")
+    finally:
+        owner_connection.close()
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT relforcerowsecurity FROM pg_class "
+                       "WHERE relname IN ('mail_message', 'mail_messageterms')")
+        assert [row[0] for row in cursor.fetchall()] == [True, True]  # RLS is forced again
+
+    for user in (alice, bob):
+        with owner_scope(user):
+            assert MessageTerms.objects.for_owner(user).count() == 30  # the orphan did not come along
+        client = _api(user)
+        for query in ("invoice", "quart", "Münster", "chloe@paris.test", "contoso", "hi", "ana lima", "zebra"):
+            assert _search_ids(client, query) == _reference(stored[user.pk], query), query
+        assert _search_ids(client, "invoice")  # the comparison is not between empty sets
+
+
+@pytest.mark.sqlite_smoke
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_word_address_and_prefix_search_on_either_database(objects_dir):  # noqa: F811
+    # `make run` uses SQLite, which has no arrays: the index field stores text there, searched with LIKE.
+    user, stranger = UserFactory(), UserFactory()
+    connection, folder = _box(user)
+    rows = _store(user, connection, folder, _corpus(seed=5, count=25))
+    other_connection, other_folder = _box(stranger)
+    _store(stranger, other_connection, other_folder, _corpus(seed=5, count=25))  # the same words, other keys
+    client = _api(user)
+    for query in ("invoice", "INVOI", "munster", "Ångström", "hi", "chloe@paris.test", "contoso",
+                  "ana lima", "invoice zebra", "nomatchword"):
+        assert _search_ids(client, query) == _reference(rows, query), query
+    assert _search_ids(client, "ana")  # not an empty comparison
 
 
 def _all(user):
@@ -238,7 +402,7 @@ def test_a_delegate_reads_shared_metadata_with_a_cold_cache_and_never_the_index_
     with owner_scope(delegate):  # RLS: the owner's metadata key for columns, not the index key
         assert MetadataKey._base_manager.filter(owner=owner, purpose="fields").exists()
         assert not MetadataKey._base_manager.filter(owner=owner, purpose="index").exists()
-        assert not SearchTerm._base_manager.filter(owner=owner).exists()
+        assert not MessageTerms._base_manager.filter(owner=owner).exists()  # nor a hash of a word it can read
     assert owner_client.delete(f"/api/v1/delegations/{grant['id']}").status_code == 204
     with owner_scope(delegate):
         assert not MetadataKey._base_manager.filter(owner=owner).exists()
@@ -318,7 +482,7 @@ def _legacy_rows(user, count):
             Message.objects.for_owner(user).filter(pk=row.pk).update(
                 subject_ct=None, from_ct=None, to_ct=None, cc_ct=None, snippet_ct=None, legacy_subject=row.subject,
                 legacy_from_addr=row.from_addr, legacy_to_addrs=row.to_addrs, legacy_snippet=row.snippet)
-        SearchTerm.objects.for_owner(user).delete()
+        MessageTerms.objects.for_owner(user).delete()
     return rows
 
 
@@ -404,6 +568,169 @@ def test_metadata_key_rotation_reencrypts_every_row_and_retires_the_old_version(
                 assert parse_header(bytes(getattr(stored, column))).key_version == 2
         assert sorted(m.subject for m in Message.objects.for_owner(user)) == [f"Rotating {n}" for n in range(5)]
     assert _search_ids(_api(user), "rotating") == {str(r.pk) for r in rows}
+
+
+# --- the outbox: recipients and subject of mail being sent -------------------------------------------
+
+def _outbox(user, connection, *, to=("friend@example.test",), subject="Quarterly numbers", in_reply_to=""):
+    with owner_scope(user):
+        row = OutboxMessage(owner=user, connection=connection, message_id=f"<{uuid.uuid4()}@example.test>",
+                            to_addrs=list(to), cc_addrs=["boss@example.test"], subject=subject,
+                            in_reply_to=in_reply_to, blob_key="")
+        row.save()
+    return row
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_outbox_rows_are_sealed_bound_to_their_row_and_a_move_or_change_is_detected(objects_dir, caplog):  # noqa: F811
+    alice, mallory = UserFactory(), UserFactory()
+    connection, folder = _box(alice)
+    secret = _outbox(alice, connection, to=["ceo@target.test"], subject="Acquisition offer", in_reply_to="<a@b>")
+    other = _outbox(alice, connection, to=["friend@example.test"], subject="Lunch")
+    mine = _outbox(mallory, _box(mallory)[0], subject="Hello")
+    (message,) = _store(alice, connection, folder, [("A message subject", "x@example.test", "s")])
+    with db_connection.cursor() as cursor, owner_scope(alice):
+        cursor.execute("SELECT subject, to_addrs::text, cc_addrs::text, in_reply_to FROM mail_outboxmessage "
+                       "WHERE id = %s", [str(secret.pk)])
+        assert cursor.fetchone() == ("", "[]", "[]", "")  # no plaintext column holds anything
+    with owner_scope(alice):
+        stored = OutboxMessage.objects.for_owner(alice).get(pk=secret.pk)
+        assert (stored.to_addrs, stored.subject, stored.in_reply_to) == (["ceo@target.test"], "Acquisition offer",
+                                                                         "<a@b>")
+        assert parse_header(bytes(stored.subject_ct)).key_version == 1
+        # Another row gets the secret row's subject; its recipients get flipped bits; a message's
+        # subject (same owner, same key, other kind of row) is moved into its In-Reply-To.
+        sealed_message_subject = Message.objects.for_owner(alice).get(pk=message.pk).subject_ct
+        OutboxMessage.objects.for_owner(alice).filter(pk=other.pk).update(
+            subject_ct=stored.subject_ct, to_ct=bytes(stored.to_ct[:-1]) + bytes([stored.to_ct[-1] ^ 1]),
+            in_reply_to_ct=sealed_message_subject)
+    with owner_scope(mallory):
+        OutboxMessage.objects.for_owner(mallory).filter(pk=mine.pk).update(subject_ct=stored.subject_ct)
+
+    shown = _api(alice).get(f"/api/v1/outbox/{other.pk}").json()
+    assert shown["subject"] == metadata.UNREADABLE and shown["to"] == []
+    with owner_scope(alice):
+        moved = OutboxMessage.objects.for_owner(alice).get(pk=other.pk)
+        assert moved.in_reply_to == metadata.UNREADABLE
+        assert metadata.unreadable(moved) == {"subject", "to_addrs", "in_reply_to"}
+    assert _api(mallory).get(f"/api/v1/outbox/{mine.pk}").json()["subject"] == metadata.UNREADABLE
+    assert _api(alice).get(f"/api/v1/outbox/{secret.pk}").json()["subject"] == "Acquisition offer"
+    assert "Acquisition" not in caplog.text and "ceo@target" not in caplog.text
+
+
+class _NoPasswords:
+    """The send's leased passwords, for a send whose SMTP delivery the test plays itself."""
+
+    def has(self, purpose):
+        return False
+
+    def open(self, purpose):
+        return None
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_an_outbox_row_whose_recipients_fail_authentication_is_never_sent(objects_dir, monkeypatch):  # noqa: F811
+    from mail.send import outbox as outbox_module
+
+    user = UserFactory()
+    connection, _ = _box(user)
+    row = _outbox(user, connection, to=["a@example.test"])
+    decoy = _outbox(user, connection, to=["attacker@evil.test"])
+    with owner_scope(user):  # the thief's edit: another row's recipients into this one
+        OutboxMessage.objects.for_owner(user).filter(pk=row.pk).update(
+            to_ct=OutboxMessage.objects.for_owner(user).get(pk=decoy.pk).to_ct)
+    delivered = []
+    monkeypatch.setattr(outbox_module, "_smtp_deliver", lambda *args: delivered.append(args) or ("accepted", {}))
+    assert outbox_module.send(_NoPasswords(), user.pk, row.pk) == "failed"
+    assert delivered == []
+    with owner_scope(user):
+        failed = OutboxMessage.objects.for_owner(user).get(pk=row.pk)
+    assert failed.status == "failed" and failed.last_error == outbox_module.UNREADABLE
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_refused_recipients_are_sealed_not_written_into_last_error(objects_dir, monkeypatch):  # noqa: F811
+    from mail.send import outbox as outbox_module
+
+    user = UserFactory()
+    connection, _ = _box(user)
+    row = _outbox(user, connection, to=["ok@example.test", "gone@nowhere-canary.test"])
+    with owner_scope(user):
+        OutboxMessage.objects.for_owner(user).filter(pk=row.pk).update(blob_key=blobstore.put(
+            user.pk, ("outbox", str(row.pk)), b"Subject: x\r\n\r\nbody\r\n"))
+    monkeypatch.setattr(outbox_module, "_smtp_deliver", lambda *args: (
+        "accepted", {"gone@nowhere-canary.test": (550, b"no such user")}))
+    blobstore.key_cache.clear()  # a fresh worker-sync: the metadata key is read (under RLS), not cached
+    assert outbox_module.send(_NoPasswords(), user.pk, row.pk) == "sent"
+    with db_connection.cursor() as cursor, owner_scope(user):
+        cursor.execute("SELECT status, last_error FROM mail_outboxmessage WHERE id = %s", [str(row.pk)])
+        status, last_error = cursor.fetchone()
+    assert status == "sent" and "nowhere-canary" not in last_error
+    shown = _api(user).get(f"/api/v1/outbox/{row.pk}").json()
+    assert shown["last_error"] == f"{outbox_module.REFUSED_SOME}: gone@nowhere-canary.test"
+    assert shown["to"] == ["ok@example.test", "gone@nowhere-canary.test"]  # re-sealed with the row, still there
+
+
+def _legacy_outbox(user, connection, count):
+    rows = [_outbox(user, connection, to=[f"legacy{n}@example.test"], subject=f"Legacy send {n}") for n in range(count)]
+    with owner_scope(user):
+        for row in rows:
+            OutboxMessage.objects.for_owner(user).filter(pk=row.pk).update(
+                to_ct=None, cc_ct=None, subject_ct=None, in_reply_to_ct=None, refused_ct=None,
+                legacy_to_addrs=row.to_addrs, legacy_cc_addrs=row.cc_addrs, legacy_subject=row.subject)
+    return rows
+
+
+@pytest.mark.django_db(databases=["default", "vault", "keys"])
+def test_metadata_encrypt_seals_legacy_outbox_rows_and_rotation_reencrypts_them(objects_dir, settings):  # noqa: F811
+    user = UserFactory()
+    connection, _ = _box(user)
+    rows = _legacy_outbox(user, connection, 3)
+
+    def plaintext_left():
+        with db_connection.cursor() as cursor, owner_scope(user):
+            cursor.execute("SELECT count(*) FROM mail_outboxmessage WHERE owner_id = %s AND (subject <> '' "
+                           "OR to_addrs::text <> '[]' OR cc_addrs::text <> '[]')", [str(user.pk)])
+            return cursor.fetchone()[0]
+
+    with owner_scope(user):  # an older release wrote the refused recipients into last_error
+        OutboxMessage.objects.for_owner(user).filter(pk=rows[0].pk).update(
+            last_error="Refused by the server for: gone@refused-canary.test, x@refused-canary.test")
+    assert plaintext_left() == 3
+    assert _api(user).get(f"/api/v1/outbox/{rows[1].pk}").json()["subject"] == "Legacy send 1"  # still shown
+    call_command("metadata_encrypt", "--owner", str(user.pk), stdout=StringIO())
+    assert plaintext_left() == 0
+    with db_connection.cursor() as cursor, owner_scope(user):
+        cursor.execute("SELECT count(*) FROM mail_outboxmessage WHERE last_error LIKE %s", ["%refused-canary%"])
+        assert cursor.fetchone()[0] == 0
+    assert _api(user).get(f"/api/v1/outbox/{rows[0].pk}").json()["last_error"] == (
+        f"{OutboxMessage.REFUSED_SOME}: gone@refused-canary.test, x@refused-canary.test")
+    with owner_scope(user):
+        for stored in OutboxMessage.objects.for_owner(user):
+            assert stored.to_ct is not None and stored.subject.startswith("Legacy send")
+    listing = _api(user).get("/api/v1/outbox").json()["results"]
+    assert sorted((m["subject"], m["to"][0], m["cc"]) for m in listing) == [
+        (f"Legacy send {n}", f"legacy{n}@example.test", ["boss@example.test"]) for n in range(3)]
+
+    out = StringIO()
+    call_command("metadata_encrypt", "--owner", str(user.pk), "--rotate", stdout=out)
+    assert "3 re-encrypted, 0 failed" in out.getvalue()  # the outbox rows (no messages here)
+    settings.AIEMAILY_STORAGE_KEY_CACHE_SECONDS = 0
+    call_command("metadata_encrypt", "--owner", str(user.pk), "--rotate", "--resume", stdout=StringIO())
+    blobstore.key_cache.clear()
+    with owner_scope(user):
+        assert list(MetadataKey.objects.for_owner(user).filter(purpose="fields").values_list("version", flat=True)) \
+            == [2]  # version 1 is gone: every outbox column must now open under version 2
+        for stored in OutboxMessage.objects.for_owner(user):
+            assert parse_header(bytes(stored.subject_ct)).key_version == 2
+            assert stored.subject.startswith("Legacy send") and not metadata.unreadable(stored)
+
+
+def test_an_outbox_field_is_bound_to_outbox_rows_not_messages():
+    owner, row = uuid.uuid4(), uuid.uuid4()
+    assert metadata.field_aad(owner, row, "subject", metadata.OUTBOX) == canonical_aad(
+        {"owner_id": str(owner), "outbox_id": str(row), "field": "subject", "purpose": "outbox-metadata"})
+    assert metadata.field_aad(owner, row, "subject", metadata.OUTBOX) != metadata.field_aad(owner, row, "subject")
 
 
 # --- staff see that a message exists, not what it says ------------------------------------------------

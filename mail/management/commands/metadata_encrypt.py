@@ -1,10 +1,11 @@
-"""Seal the subject, addresses and snippet of messages stored in plaintext by releases before
-issue 17, and index them for search (mail/metadata_migration.py).
+"""Seal the subject, addresses and snippet of messages, and the recipients, subject and In-Reply-To
+of outbox rows, stored in plaintext by releases before issue 17, and index the messages for search
+(mail/metadata_migration.py).
 
     manage.py metadata_encrypt --all             every user
     manage.py metadata_encrypt --owner <id>      one user
     add --reindex to rebuild the search index of rows already sealed
-    add --rotate to re-encrypt every sealed row under a new metadata key version (the old one is
+    add --rotate to re-encrypt every sealed row (messages and outbox) under a new metadata key version (the old one is
     destroyed once unused and older than AIEMAILY_STORAGE_KEY_CACHE_SECONDS; --resume finishes)
 
 Resumable: each batch commits on its own, and a run only looks at rows still in plaintext, so an
@@ -18,7 +19,7 @@ from mail.management.commands._storage import require_storage_zone
 
 
 class Command(BaseCommand):
-    help = "Encrypt plaintext message metadata under each user's storage key and index it for search."
+    help = "Encrypt plaintext message and outbox metadata under each user's keys and index messages for search."
 
     def add_arguments(self, parser):
         group = parser.add_mutually_exclusive_group(required=True)
