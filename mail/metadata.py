@@ -20,7 +20,7 @@ import logging
 import uuid
 
 from mail import blobstore, metadata_keys, search_index
-from secrets_vault.crypto import CiphertextError, decrypt, encrypt, parse_header
+from secrets_vault.crypto import CiphertextError, cipher, decrypt_under, encrypt, parse_header
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ UNREADABLE = "(unreadable: failed authentication)"
 _PENDING = "_metadata_pending"  # values set in this process, not sealed yet
 _PLAIN = "_metadata_plain"  # values opened (or set) in this process
 _FAILED = "_metadata_failed"  # fields whose stored value failed authentication
+_CIPHERS = "_metadata_ciphers"  # key version -> cipher, for this row's fields
 
 
 def _uuid_text(value) -> str:
@@ -84,15 +85,16 @@ def seal_value(owner_id, row_id, field: str, data: bytes, spec: Sealed = MESSAGE
 def open_value(owner_id, row_id, field: str, sealed: bytes, *, keys: dict | None = None,
                spec: Sealed = MESSAGE) -> bytes:
     """The inverse of seal_value; tampered, moved, or shredded raises BlobError. `keys` memoises
-    the key versions within one call site (a row's five fields)."""
+    the cipher of each key version within one row (its fields share one key look-up and one AES key
+    schedule)."""
     try:
         version = parse_header(sealed).key_version
-        key = keys.get(version) if keys is not None else None
-        if key is None:
-            key = metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.FIELDS, version)[1]
+        opener = keys.get(version) if keys is not None else None
+        if opener is None:
+            opener = cipher(metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.FIELDS, version)[1])
             if keys is not None:
-                keys[version] = key
-        return decrypt(key, sealed, aad=field_aad(owner_id, row_id, field, spec))
+                keys[version] = opener
+        return decrypt_under(opener, sealed, aad=field_aad(owner_id, row_id, field, spec))
     except CiphertextError:
         raise blobstore.BlobError("value failed authentication (tampered, moved, or not this owner's)") from None
 
@@ -121,15 +123,13 @@ def set_value(row, field: str, value) -> None:
 
 
 def get_value(row, field: str):
-    """A property getter: the value set in this process, or the stored one decrypted. The first
-    read of a row opens all its fields at once (one key look-up for the row; a list shows most of
-    them anyway), so only rows that are shown are ever opened."""
+    """A property getter: the value set in this process, or the stored one decrypted on first read.
+    Only the fields read are opened (a list page shows subject, sender and snippet, not to/cc), and
+    only rows that are shown; a row's fields share one key look-up and cipher (kept on the row, so
+    for no longer than the request that loaded it)."""
     plain = row.__dict__.setdefault(_PLAIN, {})
     if field not in plain:
-        keys: dict = {}
-        for name in row.SEALED.fields:
-            if name not in plain:
-                plain[name] = _open(row, name, keys)
+        plain[field] = _open(row, field, row.__dict__.setdefault(_CIPHERS, {}))
     value = plain[field]
     return list(value) if isinstance(value, list) else value
 

@@ -178,12 +178,24 @@ def split_ciphertext(blob: bytes) -> tuple[bytes, bytes, bytes]:
 
 def decrypt(key: bytes, blob: bytes, *, aad: bytes) -> bytes:
     """Decrypt a blob made by encrypt(); any corruption, wrong key or wrong aad raises CiphertextError."""
+    return decrypt_under(cipher(key), blob, aad=aad)
+
+
+def cipher(key: bytes) -> AESGCM:
+    """The AES-256-GCM object for `key`, for opening many small values under one key with
+    decrypt_under (a list page opens hundreds: setting up the key schedule costs about as much as
+    decrypting a subject). Keep it no longer than the key itself is kept."""
     _check_key(key)
+    return AESGCM(bytes(key))
+
+
+def decrypt_under(opener: AESGCM, blob: bytes, *, aad: bytes) -> bytes:
+    """decrypt() with the key's cipher object already made (cipher())."""
     _check_aad(aad)
     parse_header(blob)
     header, nonce, body = split_ciphertext(blob)
     try:
-        return AESGCM(bytes(key)).decrypt(nonce, body, header + bytes(aad))
+        return opener.decrypt(nonce, body, header + bytes(aad))
     except InvalidTag:
         _fail("ciphertext failed authentication (tampered, wrong key or wrong associated data)")
 
