@@ -223,10 +223,14 @@ Sessions counted as established TCP connections to Dovecot's IMAPS port.
 **{WATCHERS} sessions open {armed_seconds:.1f} s after queueing; {per_watcher_kib:.0f} KiB of resident
 memory per watcher; {held['cpu_pct']:.1f} % of one core while idling. After a Dovecot restart all
 {WATCHERS} were back in {rearmed_seconds:.1f} s** ({after_sessions} open 5 s later; the reconnect
-pause is {BACKOFF_SECONDS} s, then a new lease each). Dovecot itself: {dovecot_rss:.0f} MiB resident for
-the {WATCHERS} sessions. Creating the {WATCHERS} users and mailboxes took {setup_seconds:.0f} s (not timed
-above). Reproduce: `make bench BENCH_ARGS="-k idle"`, or
-`AIEMAILY_BENCH_IDLE_WATCHERS=100 make bench BENCH_ARGS="-k idle"` for a smaller run.
+pause is {BACKOFF_SECONDS} s, then a new lease each: one worker-vault process issues them one by one, which
+sets the pace of both arming and re-arming on a busy machine). PostgreSQL's share is mostly the checks'
+connection set-ups (a new backend per check on this direct connection; behind PgBouncer, as in
+production, a check reuses a pooled server connection). Dovecot itself: {dovecot_rss:.0f} MiB resident
+(summed over its processes, shared pages counted in each) for the {WATCHERS} sessions. Creating the
+{WATCHERS} users and mailboxes took {setup_seconds:.0f} s (not timed above).
+Reproduce: `make bench BENCH_ARGS="-k idle"` (or `make load`); AIEMAILY_BENCH_IDLE_WATCHERS=100 for a
+smaller run.
 """)
     print(f"armed {armed_seconds:.1f}s, cpu {held['cpu_pct']:.1f}%, rss {held['rss_mib']:.0f} MiB, "
           f"rearmed {rearmed_seconds:.1f}s, db {held_db}")
