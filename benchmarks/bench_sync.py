@@ -161,14 +161,19 @@ def test_sync_now_until_the_api_lists_the_last_message_vs_mbsync(record_benchmar
     final_word = f"fin{uuid.uuid4().hex[:8]}"
     user, password = dovecot.add_user()
     dovecot.seed(user, _dated_messages(N, final_word))
-    config, maildir = tmp_path / "mbsyncrc", tmp_path / "maildir"
-    maildir.mkdir()
-    _mbsync_config(config, dovecot, user, test_ca.ca_file, maildir)
 
-    def run():
-        done = subprocess.run(["mbsync", "-q", "-c", str(config), "bench"], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-    mbsync_seconds, _ = _timed(run)  # also warms Dovecot's index, so neither side pays for that
+    def mbsync_into(name: str) -> float:
+        config, maildir = tmp_path / f"{name}.mbsyncrc", tmp_path / name
+        maildir.mkdir()
+        _mbsync_config(config, dovecot, user, test_ca.ca_file, maildir)
+
+        def run():
+            done = subprocess.run(["mbsync", "-q", "-c", str(config), "bench"], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+        return _timed(run)[0]
+
+    mbsync_into("warm-up")  # Dovecot builds its index of the new mailbox: neither timed side pays for it
+    mbsync_seconds = mbsync_into("maildir")  # a fresh maildir: a full initial sync again
 
     # A verified mailbox, without the first sync its verification would start: "Sync now" starts it.
     monkeypatch.setattr(services, "_queue_verification", lambda connection: None)
