@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # every other test is spread as with the default `load`.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: run test lint bench check-deploy clean security-report screenshots openapi fuzz prod-sim faults
+.PHONY: run test lint bench load check-deploy clean security-report screenshots openapi fuzz prod-sim faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python scripts/testenv.py -p no:xdist -o addopts="" -o python_files="bench_*.py" benchmarks -q -s $(BENCH_ARGS)
+
+# Issue 19's scale runs alone (long; also part of `make bench`): USERS x MESSAGES through prod-sim for
+# a bounded time (AIEMAILY_LOAD_* variables, default 100 x 1,000 for 180 s) and 500 IDLE watchers.
+load: $(VENV)/.installed-dev
+	$(BIN)/python scripts/testenv.py -p no:xdist -o addopts="" -o python_files="bench_*.py" \
+	  benchmarks/bench_prod_sim_load.py benchmarks/bench_idle.py -q -s $(BENCH_ARGS)
 
 # Runs every test that proves a public promise, then writes docs/security-claims.md (+ .json for the
 # security page); fails when a promise has no passing test.

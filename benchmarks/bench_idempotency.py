@@ -17,17 +17,22 @@ REQUESTS, WARM_UP = 300, 30
 
 def _call(client, key=None, replayed=False):
     headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.thread_time()
     response = client.post(URL, BODY, format="json", **headers)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.thread_time() - start_cpu
     assert response.status_code == 201 and response.has_header("Idempotent-Replayed") == replayed
-    return elapsed
+    return elapsed, cpu
 
 
 @pytest.mark.django_db(transaction=True)
 def test_idempotency_layer_latency(record_benchmark):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION="Bearer " + issue_tokens(client, UserFactory())["access"])
+    client, user = APIClient(), UserFactory()
+
+    def sign_in():  # access tokens live 5 minutes; on a busy machine the run lasts longer
+        client.credentials()
+        client.credentials(HTTP_AUTHORIZATION="Bearer " + issue_tokens(client, user)["access"])
+
+    sign_in()
     replay_key = str(uuid.uuid4())
     _call(client, replay_key)
     modes = {
@@ -36,14 +41,22 @@ def test_idempotency_layer_latency(record_benchmark):
         "replay": lambda: _call(client, replay_key, replayed=True),
     }
     samples: dict[str, list[float]] = {name: [] for name in modes}
+    cpu_samples: dict[str, list[float]] = {name: [] for name in modes}
     for n in range(WARM_UP + REQUESTS):
+        if n % 50 == 49:
+            sign_in()  # between rounds, never inside a timed call
         # Interleaved, in a rotating order, so drift (a growing table, a busy machine) hits every mode alike.
         order = list(modes)[n % 3:] + list(modes)[:n % 3]
         for name in order:
-            elapsed = modes[name]()
+            elapsed, cpu = modes[name]()
             if n >= WARM_UP:
                 samples[name].append(elapsed)
+                cpu_samples[name].append(cpu)
     plain, keyed, replay = (summary(samples[name]) for name in ("plain", "keyed", "replay"))
+    # The Django side's own CPU per request (this thread's CPU time): what the layer's Python costs,
+    # whatever the machine's load does to the wall-clock figures.
+    plain_cpu, keyed_cpu, replay_cpu = (summary(cpu_samples[name]) for name in ("plain", "keyed", "replay"))
+    added_cpu = keyed_cpu["median_ms"] - plain_cpu["median_ms"]
     ratio = keyed["median_ms"] / plain["median_ms"]
     added = keyed["median_ms"] - plain["median_ms"]
     record_benchmark("idempotency", f"""
@@ -53,16 +66,23 @@ def test_idempotency_layer_latency(record_benchmark):
 and audit row, the commit), {REQUESTS} requests per mode after {WARM_UP} warm-up rounds, the three modes
 interleaved in one run. Baseline: the same request without an `Idempotency-Key` header.
 
-| mode | median ms | p95 ms |
-|---|---|---|
-| no header (baseline) | {plain['median_ms']:.2f} | {plain['p95_ms']:.2f} |
-| new key each time (lock + look-up + insert of the response) | {keyed['median_ms']:.2f} | {keyed['p95_ms']:.2f} |
-| replay of a stored key (the view does not run) | {replay['median_ms']:.2f} | {replay['p95_ms']:.2f} |
+| mode | median ms | p95 ms | Django-side CPU, median ms |
+|---|---|---|---|
+| no header (baseline) | {plain['median_ms']:.2f} | {plain['p95_ms']:.2f} | {plain_cpu['median_ms']:.2f} |
+| new key each time (lock + look-up + insert of the response) | {keyed['median_ms']:.2f} | {keyed['p95_ms']:.2f} \
+| {keyed_cpu['median_ms']:.2f} |
+| replay of a stored key (the view does not run) | {replay['median_ms']:.2f} | {replay['p95_ms']:.2f} \
+| {replay_cpu['median_ms']:.2f} |
 
 **With a key / without: {ratio:.3f}×** (+{added:.2f} ms median); a replay costs
-{replay['median_ms'] / plain['median_ms']:.3f}× the baseline. The layer adds three statements on the
-request's own connection and transaction (advisory lock, look-up, insert) and no extra connection;
-most of the added time is the ORM building those queries, not PostgreSQL answering them.
+{replay['median_ms'] / plain['median_ms']:.3f}× the baseline. The layer adds two round trips on the
+request's own connection and transaction (the advisory lock and the look-up as one two-statement
+query, then the insert of the response), in plain SQL: the ORM's building of these queries used
+to cost more than PostgreSQL's answering them. No extra connection, no extra transaction.
+**Added latency, median: {added:.2f} ms wall clock, {added_cpu:.2f} ms of the Django process's CPU**
+(goal ≤ 2 ms). On a busy machine the wall-clock figures stretch with the load (the same request
+without a key takes {plain['median_ms']:.2f} ms here), so the ratio and the CPU figure are the ones to compare.
 """)
+    print(f"cpu: plain {plain_cpu['median_ms']:.2f} keyed {keyed_cpu['median_ms']:.2f}")
     print(f"plain {plain['median_ms']:.2f} ms, keyed {keyed['median_ms']:.2f} ms, "
           f"replay {replay['median_ms']:.2f} ms, ratio {ratio:.3f}")

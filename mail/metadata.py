@@ -20,7 +20,7 @@ import logging
 import uuid
 
 from mail import blobstore, metadata_keys, search_index
-from secrets_vault.crypto import CiphertextError, cipher, decrypt_under, encrypt, parse_header
+from secrets_vault.crypto import CiphertextError, cipher, decrypt_with_cipher, encrypt, parse_header
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def open_value(owner_id, row_id, field: str, sealed: bytes, *, keys: dict | None
             opener = cipher(metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.FIELDS, version)[1])
             if keys is not None:
                 keys[version] = opener
-        return decrypt_under(opener, sealed, aad=field_aad(owner_id, row_id, field, spec))
+        return decrypt_with_cipher(opener, sealed, aad=field_aad(owner_id, row_id, field, spec))
     except CiphertextError:
         raise blobstore.BlobError("value failed authentication (tampered, moved, or not this owner's)") from None
 

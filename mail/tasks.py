@@ -1,6 +1,8 @@
 """Tasks of the `sync` queue. Credentials arrive only as leases sealed to this pool."""
 
 import logging
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from celery import shared_task
@@ -87,9 +89,34 @@ def connection_sync(leases, owner_id, connection_id):
 
 def _watching(owner_id, connection_id, secret_id) -> bool:
     """Is this watcher still wanted: the mailbox exists, is active, and has the same password?"""
-    with owner_scope(owner_id):
+    with _database_turn(), owner_scope(owner_id):
         return Connection.objects.for_owner(owner_id).filter(
             pk=connection_id, status=Connection.Status.ACTIVE, imap_secret_id=secret_id).exists()
+
+
+# How many of the idle process's watchers use the database at once (each through its own thread's
+# connection, closed when its turn ends). One process holds hundreds of watchers; without a bound a
+# Dovecot restart wakes them all at the same moment and they open hundreds of connections, beyond
+# what PostgreSQL or PgBouncer accept; a busy machine that slows each connect does the same.
+IDLE_DATABASE_TURNS = 8
+_turns = threading.BoundedSemaphore(IDLE_DATABASE_TURNS)
+
+
+@contextmanager
+def _database_turn():
+    """A watcher's database work: wait for one of the few turns, then hand the connection back.
+
+    Kept open between turns, every watched mailbox would hold a PostgreSQL (or PgBouncer client)
+    connection for minutes: 500 watchers, 500 connections. Never inside a caller's transaction
+    (tests run the task inline there): then the connection is the caller's and stays open."""
+    from django.db import connection
+
+    with _turns:
+        try:
+            yield
+        finally:
+            if not connection.in_atomic_block:
+                connection.close()
 
 
 def _reconnected(owner_id, connection_id) -> None:
@@ -116,13 +143,14 @@ def idle_watch(leases, owner_id, connection_id, max_seconds=None):
     a disconnected or deleted mailbox ends its watcher within AIEMAILY_IDLE_CHECK_SECONDS.
     """
     seconds = max_seconds or IDLE_SECONDS
-    with owner_scope(owner_id):
-        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
-    if connection is None or connection.status != Connection.Status.ACTIVE or connection.imap_secret_id is None:
-        return {"connection_id": connection_id, "status": "stopped"}
-    secret_id = connection.imap_secret_id
-    until = timezone.now() + timezone.timedelta(seconds=seconds + 120)
-    _save_progress(owner_id, connection_id, {"idle_until": until.isoformat()})
+    with _database_turn():
+        with owner_scope(owner_id):
+            connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+        if connection is None or connection.status != Connection.Status.ACTIVE or connection.imap_secret_id is None:
+            return {"connection_id": connection_id, "status": "stopped"}
+        secret_id = connection.imap_secret_id
+        until = timezone.now() + timezone.timedelta(seconds=seconds + 120)
+        _save_progress(owner_id, connection_id, {"idle_until": until.isoformat()})
     dropped = ""
     try:
         password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
@@ -130,20 +158,23 @@ def idle_watch(leases, owner_id, connection_id, max_seconds=None):
         with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
                          connection.imap_username, password) as client:
             del password
-            _reconnected(owner_id, connection_id)
+            with _database_turn():
+                _reconnected(owner_id, connection_id)
             changed = wait_for_change(client, max_seconds=seconds, check_seconds=settings.AIEMAILY_IDLE_CHECK_SECONDS,
                                       keep_going=lambda: _watching(owner_id, connection_id, secret_id))
     except ConnectionDropped as exc:
         changed, dropped = False, f"dropped ({exc})"
     except MailServerError as exc:
         if exc.code in ("auth_failed", "tls_failed"):  # waiting will not fix these; beat retries later
-            _save_progress(owner_id, connection_id, {"idle_until": None})
+            with _database_turn():
+                _save_progress(owner_id, connection_id, {"idle_until": None})
             return {"connection_id": connection_id, "status": "error", "code": exc.code}
         changed, dropped = False, exc.code
     except LeaseError:
-        _save_progress(owner_id, connection_id, {"idle_until": None})
+        with _database_turn():
+            _save_progress(owner_id, connection_id, {"idle_until": None})
         return {"connection_id": connection_id, "status": "error", "code": "lease"}
-    with owner_scope(owner_id):
+    with _database_turn(), owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
         if connection is None:
             return {"connection_id": connection_id, "status": "stopped"}

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from secrets_vault.crypto import SecretBytes, decode_key, zero
+from secrets_vault.crypto import SecretBytes, cipher, decode_key, zero
 from secrets_vault.kms import KeyEncryptionService, WrappedKey, kms_from_settings
 from secrets_vault.models import DataKey
 
@@ -57,6 +58,9 @@ class _CachedDek:
     key: bytearray
     created: float
     uses: int = 0
+    # The key's AES-GCM object, built once: building one costs as much as decrypting a secret. It
+    # lives and dies with the entry (OpenSSL cleanses its key schedule when it is freed).
+    aead: AESGCM | None = None
 
 
 @dataclass
@@ -75,21 +79,35 @@ class DekCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, owner_id, version: int) -> bytes | None:
+        with self._lock:  # copied under the lock: an eviction zeroes the bytes
+            entry = self._use(owner_id, version)
+            return None if entry is None else bytes(entry.key)
+
+    def use(self, owner_id, version: int) -> _CachedDek | None:
+        """The live entry (counted as one use), or None: absent, too old or used up (then dropped).
+        Its `aead` is the DEK as a ready AES-GCM object (keystore.dek_cipher); an eviction zeroes the
+        entry's bytes but leaves `aead` to whoever still holds the entry, until they drop it."""
         with self._lock:
-            entry = self._entries.get((str(owner_id), version))
-            if entry is None:
-                return None
-            if time.monotonic() - entry.created > self.max_age or entry.uses >= self.max_uses:
-                self._evict((str(owner_id), version))
-                return None
-            entry.uses += 1
-            return bytes(entry.key)
+            return self._use(owner_id, version)
+
+    def _use(self, owner_id, version: int) -> _CachedDek | None:
+        # Tasks hand the vault ids as strings (JSON); str() of a UUID costs more than the rest here.
+        cache_key = (owner_id if type(owner_id) is str else str(owner_id), version)
+        entry = self._entries.get(cache_key)
+        if entry is None:
+            return None
+        if time.monotonic() - entry.created > self.max_age or entry.uses >= self.max_uses:
+            self._evict(cache_key)
+            return None
+        entry.uses += 1
+        return entry
 
     def put(self, owner_id, version: int, key: bytes) -> None:
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._evict(next(iter(self._entries)))
-            self._entries[(str(owner_id), version)] = _CachedDek(bytearray(key), time.monotonic())
+            self._entries[(str(owner_id), version)] = _CachedDek(bytearray(key), time.monotonic(),
+                                                                 aead=cipher(key))
 
     def forget_owner(self, owner_id) -> None:
         with self._lock:
@@ -154,6 +172,15 @@ def dek(owner_id, version: int) -> bytes:
     key = _unwrap(row)
     dek_cache.put(owner_id, version, key)
     return key
+
+
+def dek_cipher(owner_id, version: int) -> AESGCM:
+    """The owner's DEK of `version` as a ready AES-GCM object (crypto.decrypt_with_cipher), from the
+    cache or unwrapped by the KMS: the decrypt path's form of dek()."""
+    require_vault()
+    entry = dek_cache.use(owner_id, version)
+    # A miss goes through dek(): a KMS unwrap (which also fills the cache) dwarfs building one more.
+    return entry.aead if entry is not None else cipher(dek(owner_id, version))
 
 
 def rotate_dek(owner_id) -> int:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from aiemaily.ownership.binding import owner_scope
 from secrets_vault import keystore
-from secrets_vault.crypto import CiphertextError, SecretStr, decrypt, encrypt, unseal
+from secrets_vault.crypto import CiphertextError, SecretStr, decrypt_with_cipher, encrypt, unseal
 from secrets_vault.models import AuditEvent, Secret
 from secrets_vault.sealing import Lease, lease_seal, seal_aad, secret_aad
 from secrets_vault.services import audit_record
@@ -73,12 +73,12 @@ def _decrypt(secret: Secret, owner_id) -> bytes:
     if secret.state != Secret.State.STORED:
         raise VaultRefusal("secret is not stored", purpose=secret.purpose, subject=secret.id)
     try:
-        key = keystore.dek(owner_id, secret.dek_version)
+        aead = keystore.dek_cipher(owner_id, secret.dek_version)
     except KeyError:
         raise VaultRefusal("data key destroyed or unknown", purpose=secret.purpose, subject=secret.id) from None
     try:
-        return decrypt(key, bytes(secret.ciphertext),
-                       aad=secret_aad(owner_id=owner_id, secret_id=secret.id, purpose=secret.purpose))
+        return decrypt_with_cipher(aead, bytes(secret.ciphertext),
+                                   aad=secret_aad(owner_id=owner_id, secret_id=secret.id, purpose=secret.purpose))
     except CiphertextError:
         raise VaultRefusal("ciphertext did not open", purpose=secret.purpose, subject=secret.id) from None
 

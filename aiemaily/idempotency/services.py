@@ -7,8 +7,9 @@ OwnerScopeMiddleware opens and the owner is bound in):
      at once, without a commit, and PostgreSQL drops it when the transaction ends however it ends:
      commit, rollback, or a killed process. So a claim is never left "in flight" by a crash.
   2. It then reads the stored row, in a statement that starts after the lock attempt and so sees
-     whatever the previous holder committed. A live row answers: same fingerprint → replay it,
-     different → KeyReused. No live row and no lock → KeyInFlight (someone is running it now).
+     whatever the previous holder committed (both statements go in one round trip). A live row
+     answers: same fingerprint → replay it, different → KeyReused. No live row and no lock →
+     KeyInFlight (someone is running it now).
   3. The view runs; key_record INSERTs the response in the same transaction as the view's writes,
      so both commit or neither does. A 5xx is not recorded and rolls back: the key is free again.
 
@@ -96,8 +97,7 @@ def key_claim(*, owner, key: str, fingerprint: str) -> Claim | IdempotencyKey:
 
     Raises KeyReused (same key, different request) or KeyInFlight (the first is still running).
     """
-    locked = _try_lock(claim_lock_id(owner.pk, key))
-    stored = _stored(owner, key)
+    locked, stored = _lock_and_look_up(owner, key)
     if stored is not None and stored.expires_at > timezone.now():
         if not constant_time_compare(stored.fingerprint, fingerprint):
             raise KeyReused()
@@ -111,21 +111,43 @@ def key_claim(*, owner, key: str, fingerprint: str) -> Claim | IdempotencyKey:
     return Claim(owner_id=owner.pk, key=key, fingerprint=fingerprint)
 
 
-def _stored(owner, key: str) -> IdempotencyKey | None:
-    # unique (owner, key): at most one row, so no ORDER BY (which .first() would add).
-    return next(iter(IdempotencyKey.objects.for_owner(owner).filter(key=key)[:1]), None)
-
-
-def _try_lock(lock_id: int) -> bool:
+def _lock_and_look_up(owner, key: str) -> tuple[bool, IdempotencyKey | None]:
+    """Steps 1 and 2: (the lock was free and is now ours, the stored row if any)."""
     if connection.vendor != "postgresql":
         # The embedded SQLite default: the caller's transaction (BEGIN IMMEDIATE) already holds the
         # database's single write lock, so requests with keys run one at a time anyway.
-        return True
+        return True, _stored(owner, key)
     if not connection.in_atomic_block:
         raise RuntimeError("an idempotency key is claimed inside the request's transaction")
+    # Both statements in one round trip (a simple-protocol query of two statements). Each still takes
+    # its own snapshot when it starts (READ COMMITTED), so the look-up runs after the lock attempt and
+    # sees what the lock's previous holder committed. Plain SQL rather than the ORM: building these
+    # two queries cost more than running them. The owner filter is explicit, and RLS applies anyway.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
-        return cursor.fetchone()[0]
+        cursor.execute(_LOCK_AND_LOOK_UP, [claim_lock_id(owner.pk, key), owner.pk, key])
+        locked = cursor.fetchone()[0]
+        cursor.nextset()
+        row = cursor.fetchone()
+    if row is None:
+        return locked, None
+    row_id, fingerprint, status, headers, body, created_at, expires_at = row
+    return locked, IdempotencyKey(id=row_id, owner_id=owner.pk, key=key, fingerprint=fingerprint,
+                                  response_status=status, response_headers=json.loads(headers),
+                                  response_body=bytes(body), created_at=created_at, expires_at=expires_at)
+
+
+_LOCK_AND_LOOK_UP = (
+    "SELECT pg_try_advisory_xact_lock(%s); "
+    "SELECT id, fingerprint, response_status, response_headers::text, response_body, created_at, expires_at "
+    "FROM idempotency_idempotencykey WHERE owner_id = %s AND key = %s")
+_INSERT = (
+    "INSERT INTO idempotency_idempotencykey (id, owner_id, key, fingerprint, response_status, response_headers, "
+    "response_body, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)")
+
+
+def _stored(owner, key: str) -> IdempotencyKey | None:
+    # unique (owner, key): at most one row, so no ORDER BY (which .first() would add).
+    return next(iter(IdempotencyKey.objects.for_owner(owner).filter(key=key)[:1]), None)
 
 
 def key_record(*, claim: Claim, status: int, body: bytes, headers) -> IdempotencyKey:
@@ -137,11 +159,21 @@ def key_record(*, claim: Claim, status: int, body: bytes, headers) -> Idempotenc
     if not 100 <= status < 500:
         raise ValueError("only 1xx-4xx responses are recorded; a 5xx leaves the key free")
     now = timezone.now()
-    return IdempotencyKey.objects.create(
+    row = IdempotencyKey(
         owner_id=claim.owner_id, key=claim.key, fingerprint=claim.fingerprint, response_status=status,
         response_headers=_safe_headers(headers), response_body=_redacted(body), created_at=now,
         expires_at=now + KEY_LIFETIME,
     )
+    if connection.vendor != "postgresql":
+        row.save(force_insert=True)
+        return row
+    # Plain SQL, as in _lock_and_look_up: Model.save() cost more than the INSERT. RLS checks the
+    # row's owner against the request's binding; the table's constraints check the rest.
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, [row.id, row.owner_id, row.key, row.fingerprint, row.response_status,
+                                 json.dumps(row.response_headers), row.response_body, row.created_at, row.expires_at])
+    row._state.adding = False
+    return row
 
 
 def _safe_headers(headers) -> list[list[str]]:

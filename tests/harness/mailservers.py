@@ -139,8 +139,25 @@ def _ensure_vmail() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+# Many simultaneous sessions (benchmarks/bench_idle.py: 500 IDLE watchers). Dovecot's defaults allow
+# 100 processes per service; the login service moves to its high-performance mode (a few processes
+# each proxying many TLS sessions) instead of one process per session, and each session's imap process
+# counts against the log and anvil services' client limits.
+DOVECOT_SCALE_CONF = """
+default_client_limit = {clients}
+service imap-login {{
+  service_count = 0
+  process_min_avail = 2
+  client_limit = {clients}
+}}
+service imap {{
+  process_limit = {sessions}
+}}
+"""
+
+
 class Dovecot:
-    def __init__(self, root: Path, ca: TestCA):
+    def __init__(self, root: Path, ca: TestCA, *, sessions: int | None = None):
         require_tool("dovecot-imapd")
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -155,7 +172,7 @@ class Dovecot:
         self.conf.write_text(DOVECOT_CONF.format(
             root=root, cert=ca.cert_file, key=ca.key_file, uid=uid, gid=gid, password=self.password,
             imap_port=self.imap_port, imaps_port=self.imaps_port,
-        ))
+        ) + (DOVECOT_SCALE_CONF.format(sessions=sessions + 50, clients=4 * sessions + 200) if sessions else ""))
         self.start()
 
     def start(self) -> None:

@@ -273,3 +273,38 @@ def test_a_verification_queues_the_first_sync_and_the_watcher(dovecot, smtp_serv
         services.connection_record_verification(owner_id=owner.pk, connection_id=connection.pk)
     assert sent == []
     assert settings.AIEMAILY_IDLE_CHECK_SECONDS > 0
+
+
+def test_watchers_take_turns_at_the_database_and_hand_their_connection_back(dovecot, smtp_server):
+    """Hundreds of watchers share one process: at most IDLE_DATABASE_TURNS of them use the database
+    at once (a Dovecot restart wakes them all together), and none keeps a connection while it waits."""
+    from django.db import connection as db
+
+    from mail import tasks
+
+    owner = UserFactory()
+    connection, _ = _connection(owner, dovecot, smtp_server)
+    assert tasks._watching(owner.pk, connection.pk, connection.imap_secret_id) is True
+    assert db.connection is None  # closed after the check: nothing held between checks
+
+    inside, most, lock, release = [0], [0], threading.Lock(), threading.Event()
+
+    def turn():
+        with tasks._database_turn():
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            release.wait(10)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=turn) for _ in range(tasks.IDLE_DATABASE_TURNS * 3)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: inside[0] == tasks.IDLE_DATABASE_TURNS, timeout=10, what="the turns to fill")
+    time.sleep(0.3)  # the others are queued, not inside
+    assert most[0] == tasks.IDLE_DATABASE_TURNS
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert inside[0] == 0

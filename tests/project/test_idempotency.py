@@ -457,10 +457,13 @@ def test_a_recorded_response_is_redacted_and_keeps_no_cookie_or_credential_heade
             ("Content-Type", "application/json"), ("Set-Cookie", "sessionid=canary-cookie"),
             ("Authorization", "Bearer canary.token.value"), ("Location", "https://me:canary-pw@example.com/x"),
         ])
-    stored = bytes(row.response_body).decode() + json.dumps(row.response_headers)
-    for canary in (OPENAI_KEY, "canary-cookie", "canary.token", "canary-pw"):
-        assert canary not in stored
-    assert [name for name, _ in row.response_headers] == ["Content-Type", "Location"]
+        in_database = IdempotencyKey.objects.for_owner(user).get(key="k")  # what was written, not what was returned
+    for recorded in (row, in_database):
+        stored = bytes(recorded.response_body).decode() + json.dumps(recorded.response_headers)
+        for canary in (OPENAI_KEY, "canary-cookie", "canary.token", "canary-pw"):
+            assert canary not in stored
+        assert [name for name, _ in recorded.response_headers] == ["Content-Type", "Location"]
+    assert bytes(in_database.response_body) == bytes(row.response_body) and in_database.response_status == 201
 
 
 @pytest.mark.django_db
@@ -536,7 +539,7 @@ def test_the_schema_documents_the_header_on_mutating_calls_only():
 
 
 @pytest.mark.django_db
-def test_the_layer_costs_three_queries_and_a_replay_runs_no_view_query(auth_client):
+def test_the_layer_costs_two_round_trips_and_a_replay_runs_no_view_query(auth_client):
     _post(auth_client, key=None)  # warm up anything cached per process
     with CaptureQueriesContext(connection) as plain:
         _post(auth_client, key=None)
@@ -544,6 +547,7 @@ def test_the_layer_costs_three_queries_and_a_replay_runs_no_view_query(auth_clie
         _post(auth_client, key="first")
     with CaptureQueriesContext(connection) as replay:
         _post(auth_client, key="first")
-    assert len(keyed) == len(plain) + 3  # advisory lock, look-up, insert
+    assert len(keyed) == len(plain) + 2  # advisory lock and look-up (one round trip), insert
+    assert any("pg_try_advisory_xact_lock" in q["sql"] and "; SELECT" in q["sql"] for q in keyed.captured_queries)
     assert not any(q["sql"].lstrip().upper().startswith("INSERT") for q in replay.captured_queries)
     assert len(replay) < len(plain)

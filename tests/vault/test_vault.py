@@ -3,13 +3,14 @@ rotated, shredded, audited. Runs in-process with every role; test_vault_isolatio
 role as its own process."""
 
 import base64
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connections
 
 from aiemaily.ownership.binding import owner_scope
-from secrets_vault import keystore, services, vault_services
+from secrets_vault import crypto, keystore, services, vault_services
 from secrets_vault.crypto import SecretStr
 from secrets_vault.models import AuditEvent, DataKey, Secret
 from secrets_vault.sealing import LeaseError, lease_open
@@ -199,6 +200,26 @@ def test_evicted_cache_entries_are_zeroed():
     entry = cache._entries[("o", 1)]
     assert cache.get("o", 1) is None  # max_age 0: already stale
     assert bytes(entry.key) == b"\x00" * 32
+
+
+def test_the_cached_cipher_keeps_the_cache_bounds_and_the_checks():
+    """keystore.dek_cipher's entry: the same use count as the bytes, the same owner whether the id
+    comes as a UUID or (from a task) a string, and decrypt()'s checks on what it opens."""
+    cache = keystore.DekCache(max_age=60, max_uses=2)
+    owner, key = uuid.uuid4(), b"k" * 32
+    cache.put(owner, 1, key)
+    blob = crypto.encrypt(key, b"secret", aad=b"ctx", key_version=1)
+    entry = cache.use(str(owner), 1)
+    assert crypto.decrypt_with_cipher(entry.aead, blob, aad=b"ctx") == b"secret"
+    assert cache.use(owner, 1) is not None
+    assert cache.use(owner, 1) is None  # used up: dropped and zeroed
+    assert bytes(entry.key) == b"\x00" * 32
+    for bad_blob, aad in ((blob[:-1] + bytes([blob[-1] ^ 1]), b"ctx"), (blob, b"other"), (blob[:20], b"ctx"),
+                          (b"\x02" + blob[1:], b"ctx")):
+        with pytest.raises(crypto.CiphertextError):
+            crypto.decrypt_with_cipher(entry.aead, bad_blob, aad=aad)
+    with pytest.raises(TypeError):
+        crypto.decrypt_with_cipher(entry.aead, blob, aad="ctx")
 
 
 def test_dek_rotation_reencrypts_and_destroys_the_old_key():
