@@ -9,6 +9,7 @@ healthy topology. Duplicate rows are counted in PostgreSQL itself (as the superu
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -255,6 +256,137 @@ def test_a_database_outage_answers_503_not_500_and_recovers(sim, server):
     response = site.api("POST", f"connections/{connection_id}/sync")
     assert response.status_code == 202, response.text
     wait_synced(sim, connection_id, 6, timeout=120)
+
+
+def unreadable(sim: ProdSim, connection_id: str) -> int:
+    """Rows of this connection stored as "could not be read" (the sample mail is all readable)."""
+    with superuser(sim) as db:
+        return db.execute("SELECT count(*) FROM mail_message WHERE connection_id = %s AND parse_error <> ''",
+                          [connection_id]).fetchone()[0]
+
+
+@pytest.mark.faults
+def test_a_postgres_restart_during_a_sync_answers_503_meanwhile_and_the_sync_resumes_by_itself(sim):
+    site = Site(sim).sign_up()
+    count = 1500
+    connection_id, _ = site.connect_mailbox(sample_messages(count, malformed=False))
+    worker, task_id = wait_for(lambda: running_sync_worker(sim)[0] and running_sync_worker(sim), timeout=60,
+                               what="a sync worker running the initial sync")
+    wait_for(lambda: stored(sim, connection_id)[0] > 0, timeout=60, interval=0.05, what="the first rows")
+    sim["postgres"].stop()  # fast shutdown: every session, the sync worker's included, is cut
+    try:
+        # The worker notices in the middle of its batches and schedules a retry (no human, no beat).
+        wait_for(lambda: re.search(re.escape(task_id) + r"\] (retry|raised|succeeded)",
+                                   sim[worker].output(since_start=True)), timeout=30, what="the sync to notice")
+        log = sim[worker].output(since_start=True)
+        assert f"{task_id}] retry" in log, "the sync ended instead of waiting for the database:\n" + log[-3000:]
+        _assert_unavailable(site, sim)
+    finally:
+        sim["postgres"].start()
+    _assert_recovers(site, sim)
+    # Resumed from where it stopped: every message once, none mistaken for unreadable mail because
+    # the database was away when its row was written.
+    wait_synced(sim, connection_id, count, timeout=60)
+    assert unreadable(sim, connection_id) == 0
+    assert site.api("GET", f"connections/{connection_id}").json()["status"] == "active"
+
+
+class Traffic:
+    """Signed-in users who keep reading their own data (API and pages) from threads while something
+    breaks, and check every answer for anyone else's data."""
+
+    def __init__(self, sim: ProdSim, users: int = 3):
+        self.sites = []
+        for _ in range(users):
+            site = Site(sim).sign_up()
+            site.marker = f"marker-{uuid.uuid4().hex[:12]}"
+            mail = [(f"From: a@example.test\r\nTo: b@example.test\r\nSubject: for {site.marker} {n}\r\n"
+                     f"Message-ID: <{uuid.uuid4().hex}@example.test>\r\n\r\nbody {n}\r\n").encode() for n in range(2)]
+            site.connection_id, _ = site.connect_mailbox(mail)
+            self.sites.append(site)
+        for site in self.sites:
+            wait_synced(sim, site.connection_id, 2, timeout=60)
+        self.answers: list[tuple] = []  # (time, site index, what, status or exception name)
+        self.foreign: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(users)]
+
+    def _check(self, index: int, what: str, response: requests.Response) -> None:
+        site, text = self.sites[index], response.text
+        for other in self.sites:
+            if other is not site and (other.email in text or other.marker in text):
+                self.foreign.append(f"{site.email} got {other.email}'s data from {what}: {text[:300]}")
+        if response.status_code != 200:
+            return
+        if what == "account" and response.json().get("email") != site.email:
+            self.foreign.append(f"{site.email} got account {response.json().get('email')}")
+        if what == "messages":
+            subjects = [item.get("subject", "") for item in response.json()["results"]]
+            if len(subjects) != 2 or not all(site.marker in subject for subject in subjects):
+                self.foreign.append(f"{site.email} got messages {subjects}")
+        if what == "page" and site.email not in text:
+            self.foreign.append(f"{site.email}'s dashboard does not name them: {text[:300]}")
+
+    def _client(self, index: int) -> None:
+        site = self.sites[index]
+        calls = {"account": lambda: site.api("GET", "account"),
+                 "messages": lambda: site.api("GET", "messages", params={"limit": 50}),
+                 "page": lambda: site.http.get(site.url("/dashboard/"), timeout=30)}
+        while not self._stop.is_set():
+            for what, call in calls.items():
+                try:
+                    response = call()
+                except requests.RequestException as exc:
+                    self.answers.append((time.monotonic(), index, what, type(exc).__name__))
+                    continue
+                self.answers.append((time.monotonic(), index, what, response.status_code))
+                self._check(index, what, response)
+            time.sleep(0.1)  # about 3 requests per 0.3 s per user: well under the API throttle
+
+    def __enter__(self) -> "Traffic":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def since(self, moment: float) -> list[tuple]:
+        return [answer for answer in list(self.answers) if answer[0] >= moment]
+
+    def wait_all_served(self, what: str, timeout: float = 30) -> float:
+        """Waits until every user has had a 200 on every kind of call after now; returns when."""
+        start = time.monotonic()
+        wanted = {(i, kind) for i in range(len(self.sites)) for kind in ("account", "messages", "page")}
+        wait_for(lambda: wanted <= {(a[1], a[2]) for a in self.since(start) if a[3] == 200}, timeout=timeout,
+                 interval=0.2, what=what)
+        return time.monotonic()
+
+
+@pytest.mark.faults
+def test_nginx_reloaded_and_restarted_under_live_traffic_serves_nobody_anothers_data(sim):
+    with Traffic(sim) as traffic:
+        traffic.wait_all_served("the clients to start")
+        # A reload (new configuration, new workers; the old ones finish what they hold): nothing fails.
+        reload_at = time.monotonic()
+        sim["nginx"].reload()
+        traffic.wait_all_served("every client served after the reload")
+        time.sleep(1)
+        during_reload = [a for a in traffic.since(reload_at) if a[3] != 200]
+        # A full restart: connections are refused while nginx is down; the clients get back by themselves.
+        restart_at = time.monotonic()
+        sim["nginx"].restart(down_seconds=1)
+        traffic.wait_all_served("every client served after the restart")
+        time.sleep(1)
+    answers = traffic.since(restart_at)
+    assert not traffic.foreign, traffic.foreign[:5]
+    assert during_reload == [], during_reload
+    failures = {a[3] for a in answers if a[3] != 200}
+    # Refused connections while it was down, nothing else: no 502 from nginx, no 5xx from the app.
+    assert failures <= {"ConnectionError"}, failures
+    assert sum(1 for a in answers if a[3] == 200) >= 3 * len(traffic.sites)
 
 
 def _objects_containing(sim: ProdSim, needle: bytes) -> list[str]:
