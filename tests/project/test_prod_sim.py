@@ -286,7 +286,13 @@ def test_a_postgres_restart_during_a_sync_answers_503_meanwhile_and_the_sync_res
     _assert_recovers(site, sim)
     # Resumed from where it stopped: every message once, none mistaken for unreadable mail because
     # the database was away when its row was written.
-    wait_synced(sim, connection_id, count, timeout=60)
+    back = time.monotonic()
+    try:
+        wait_synced(sim, connection_id, count, timeout=180)
+    finally:
+        print(f"synced {time.monotonic() - back:.0f}s after recovery; task log:\n" + "\n".join(
+            line[:400] for name in ("worker-sync1", "worker-sync2")
+            for line in sim[name].output(since_start=True).splitlines() if task_id in line or "outage" in line))
     assert unreadable(sim, connection_id) == 0
     assert site.api("GET", f"connections/{connection_id}").json()["status"] == "active"
 
