@@ -11,8 +11,7 @@ from aiemaily.celery import app as celery_app
 from aiemaily.ops.metrics import queue_depths
 from tests.harness.processes import ROOT, role_env, wait_for
 
-# One beat lease key in the cache Redis every xdist worker shares (tests/project/test_clock_skew.py too).
-pytestmark = [pytest.mark.django_db, pytest.mark.xdist_group("beat")]
+pytestmark = pytest.mark.django_db
 
 INTERVAL = 1.0  # AIEMAILY_METRICS_SNAPSHOT_SECONDS: the job beat sends to the maintenance queue
 LEASE = 3

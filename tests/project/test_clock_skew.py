@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.django_db]
 
 CANARY = "Canary-Clock-Skew-57"
 HOUR = timedelta(hours=1)
+BEAT_CACHE_PREFIX = f"clock-skew-{uuid.uuid4().hex[:12]}"
 
 OPEN = """
 import json, django
@@ -117,15 +118,16 @@ def test_a_cached_key_expires_on_time_when_the_wall_clock_steps_back(tmp_path, r
 
 
 def _beat(tmp_path, name: str, lease_seconds: int, extra_env: dict | None = None) -> subprocess.Popen:
-    env = role_env("beat", extra={"AIEMAILY_BEAT_LOCK_SECONDS": str(lease_seconds), **(extra_env or {})})
+    # The lease key under a prefix of this test's own: the cache Redis is shared by every xdist worker,
+    # and tests/project/test_beat_singleton.py's beats may be running on another one.
+    env = role_env("beat", extra={"AIEMAILY_BEAT_LOCK_SECONDS": str(lease_seconds),
+                                  "CACHE_KEY_PREFIX": BEAT_CACHE_PREFIX, **(extra_env or {})})
     with open(tmp_path / f"{name}.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "celery", "-A", "aiemaily", "beat", "--loglevel", "INFO",
                                  "--schedule", str(tmp_path / f"{name}-schedule")],
                                 env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 
-# One beat lease key in the cache Redis every xdist worker shares: beat tests run one at a time.
-@pytest.mark.xdist_group("beat")
 def test_a_beat_whose_clock_runs_behind_loses_its_lease_when_paused_past_the_ttl(tmp_path):
     """The holder's clock is an hour behind; stopped (SIGSTOP) longer than the lease, the lease still
     ends on Redis's clock: the standby takes over, and the resumed holder stops instead of scheduling."""
