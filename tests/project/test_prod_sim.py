@@ -279,12 +279,17 @@ def test_a_postgres_restart_during_a_sync_answers_503_meanwhile_and_the_sync_res
     wait_for(lambda: stored(sim, connection_id)[0] > 0, timeout=120, interval=0.05, what="the first rows")
     sim["postgres"].stop()  # fast shutdown: every session, the sync worker's included, is cut
     try:
-        # The worker notices in the middle of its batches and schedules a retry (no human, no beat).
-        wait_for(lambda: re.search(re.escape(task_id) + r"\] (retry|raised|succeeded)",
-                                   sim[worker].output(since_start=True)), timeout=30, what="the sync to notice")
+        _assert_unavailable(site, sim)
+        # The worker notices at its next query (after the batch it is encrypting and storing, or up to
+        # PgBouncer's query_wait_timeout of 120 s if its query waits there for a server) and schedules
+        # a retry: no human, no beat.
+        try:
+            wait_for(lambda: re.search(re.escape(task_id) + r"\] (retry|raised|succeeded)",
+                                       sim[worker].output(since_start=True)), timeout=150, what="the sync to notice")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n" + sim[worker].output(since_start=True)[-3000:]) from None
         log = sim[worker].output(since_start=True)
         assert f"{task_id}] retry" in log, "the sync ended instead of waiting for the database:\n" + log[-3000:]
-        _assert_unavailable(site, sim)
     finally:
         sim["postgres"].start()
     _assert_recovers(site, sim)
