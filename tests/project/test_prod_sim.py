@@ -17,6 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from scripts.prodsim import ProdSim
 from tests.harness.mailservers import sample_messages
@@ -319,6 +321,10 @@ class Traffic:
             mail = [(f"From: a@example.test\r\nTo: b@example.test\r\nSubject: for {site.marker} {n}\r\n"
                      f"Message-ID: <{uuid.uuid4().hex}@example.test>\r\n\r\nbody {n}\r\n").encode() for n in range(2)]
             site.connection_id, _ = site.connect_mailbox(mail)
+            # As browsers do (RFC 9112 9.3.1): a GET sent on a kept-alive connection that the server
+            # closed at that moment (an old nginx worker leaving after a reload) is sent once more.
+            site.http.mount("https://", HTTPAdapter(max_retries=Retry(
+                total=1, connect=1, read=1, status=0, allowed_methods=frozenset({"GET"}), raise_on_status=False)))
             self.sites.append(site)
         for site in self.sites:
             wait_synced(sim, site.connection_id, 2, timeout=60)
