@@ -34,7 +34,7 @@ prod-sim: $(VENV)/.installed-dev
 	$(BIN)/python scripts/prodsim.py
 
 faults: $(VENV)/.installed-dev
-	$(BIN)/python scripts/testenv.py -p no:xdist -m faults tests/project/test_prod_sim.py -q
+	$(BIN)/python scripts/testenv.py -p no:xdist -m faults tests/project/test_prod_sim.py tests/project/test_clock_skew.py -q
 
 # The whole suite on PostgreSQL (the fuzz run of tests/project/test_api_fuzz.py included), then the API tests
 # that touch queries once more on the embedded SQLite default (marker sqlite_smoke).

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from aiemaily.ops.outage import is_transient_outage
 from aiemaily.ownership.binding import owner_scope
 from aiemaily.webhooks.services import delivery_claim, subscription_purge_retired
 from mail import services
@@ -63,9 +64,32 @@ def connection_verify(leases, owner_id, connection_id):
     return {"connection_id": connection_id, "status": "error" if code else "active", "code": code}
 
 
-@shared_task(name="mail.tasks.connection_sync", acks_late=True)
-def connection_sync(leases, owner_id, connection_id):
-    """Sync an IMAP connection with a leased password. Safe to run again at any point."""
+# A sync cut short by a dependency outage (PostgreSQL or PgBouncer restarting, the storage KMS or the
+# object store unreachable) tries again by itself, after 2, 4, 8, 16, then every 30 seconds: ten tries
+# over about three and a half minutes, inside the lease's lifetime (AIEMAILY_LEASE_SECONDS, 300 s).
+# A longer outage leaves it to beat's next sync_due, which asks the vault for a fresh lease.
+SYNC_OUTAGE_RETRIES = 10
+
+
+def sync_outage_countdown(retries: int) -> int:
+    return min(30, 2 ** (retries + 1))
+
+
+@shared_task(name="mail.tasks.connection_sync", acks_late=True, bind=True, max_retries=SYNC_OUTAGE_RETRIES)
+def connection_sync(self, leases, owner_id, connection_id):
+    """Sync an IMAP connection with a leased password. Safe to run again at any point, so an outage
+    retries the whole task: what was stored stays, the rest is fetched (rows are unique per UID)."""
+    try:
+        return _connection_sync(leases, owner_id, connection_id)
+    except Exception as exc:
+        if not is_transient_outage(exc):
+            raise
+        logger.warning("sync of connection %s stopped by an outage (%s); retrying", connection_id,
+                       type(exc).__name__)
+        raise self.retry(exc=exc, countdown=sync_outage_countdown(self.request.retries)) from None
+
+
+def _connection_sync(leases, owner_id, connection_id):
     with owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
     if connection is None or connection.status == Connection.Status.DISCONNECTED:

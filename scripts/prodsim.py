@@ -140,6 +140,11 @@ class Service:
         while self.port is not None and port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def reload(self) -> None:
+        """SIGHUP to the main process only (nginx re-reads its configuration, replaces its workers)."""
+        if self.running:
+            self.process.send_signal(signal.SIGHUP)
+
     def restart(self, down_seconds: float = 0.0) -> None:
         self.stop()
         time.sleep(down_seconds)
@@ -530,10 +535,16 @@ ignore_startup_parameters = extra_float_digits,options
         return services
 
     def _start_nginx(self) -> None:
-        from tests.harness.tls_fixtures import running_nginx
+        """nginx as a Service, so the fault tests can reload it (SIGHUP) and restart it on the same port."""
+        from tests.harness.tls_fixtures import nginx_site
 
-        self.nginx = self.stack.enter_context(running_nginx(
-            self.web_ports, cert_key=(self.ca.cert_file, self.ca.key_file), static_root=self.root / "static"))
+        self.nginx, argv = nginx_site(self.web_ports, cert_key=(self.ca.cert_file, self.ca.key_file),
+                                      static_root=self.root / "static")
+        # SIGQUIT: a graceful stop (workers finish their requests), as `systemctl stop nginx` does.
+        service = self._add(Service("nginx", argv, env={"PATH": os.environ["PATH"]}, logs=self.logs,
+                                    port=self.nginx.https_port, stop_signal=signal.SIGQUIT))
+        self.stack.callback(shutil.rmtree, self.nginx.folder, ignore_errors=True)
+        self.stack.callback(service.stop)  # before its folder goes (callbacks run last-in, first-out)
         self.url = f"https://localhost:{self.nginx.https_port}"
 
     def start(self) -> ProdSim:

@@ -8,15 +8,19 @@ Web seals to the vault's *public* key: it can seal but never open. The vault ope
 the owner's DEK, and later re-seals to the sync pool's public key for a lease. Each sealed value's
 associated data names its owner, its purpose and where it is going, so a sealed blob replayed into
 another row, for another owner or purpose, does not open.
+
+A lease's expiry is issued and checked on the database server's clock (aiemaily/ops/clock.py): a
+worker whose own clock is skewed can neither open a lease after it expired nor be handed a longer one.
 """
 
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 
+from aiemaily.ops.clock import database_now
 from secrets_vault.crypto import CiphertextError, SecretStr, canonical_aad, decode_key, seal, unseal
 
 
@@ -89,7 +93,7 @@ def lease_seal(plaintext: bytes, *, owner_id, connection_id, purpose: str, ttl_s
     `connection_id` is the object the lease is bound to: a mail connection, or an AI key's id."""
     ttl = ttl_seconds if ttl_seconds is not None else settings.AIEMAILY_LEASE_SECONDS
     lease_id = str(uuid.uuid4())
-    expires_at = (datetime.now(UTC) + timedelta(seconds=ttl)).isoformat()
+    expires_at = (database_now() + timedelta(seconds=ttl)).isoformat()
     sealed = seal(
         _public(RECIPIENTS[recipient][0]), plaintext,
         aad=_lease_aad(lease_id, owner_id, connection_id, purpose, expires_at, recipient),
@@ -110,7 +114,7 @@ def lease_open(message: dict, *, owner_id, connection_id, purpose: str, recipien
         raise LeaseError("malformed lease") from None
     if (lease.owner_id, lease.connection_id, lease.purpose) != (str(owner_id), str(connection_id), purpose):
         raise LeaseError("lease was issued for another owner, connection or purpose")
-    if expires <= datetime.now(UTC):
+    if expires.tzinfo is None or expires <= database_now():
         raise LeaseError("lease expired")
     try:
         plaintext = unseal(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError
 from django.utils import timezone
 
+from aiemaily.ops.outage import is_transient_outage
 from aiemaily.ownership.binding import owner_scope
 from mail import blobstore
 from mail.assistant.services import triage_new
@@ -105,7 +106,9 @@ def _store_batch(owner_id, connection: Connection, folder: Folder, uidvalidity: 
     try:
         with owner_scope(owner_id):
             Message.objects.bulk_create(rows, ignore_conflicts=True)
-    except DatabaseError:
+    except DatabaseError as exc:
+        if is_transient_outage(exc):
+            raise  # the database is away, not refusing a row: the task retries the whole batch
         # One row the database refuses must not lose the batch: insert one by one, and list a
         # refused row with its error instead.
         rows = [_insert_one(owner_id, connection, folder, uidvalidity, row, fetched[row.uid]) for row in rows]
@@ -123,6 +126,9 @@ def _insert_one(owner_id, connection, folder, uidvalidity, row: Message, data: d
             Message.objects.bulk_create([row], ignore_conflicts=True)
         return row
     except DatabaseError as exc:
+        if is_transient_outage(exc):
+            # Not this message's fault: listing it as unreadable would keep a good message out for good.
+            raise
         logger.warning("message uid %s of connection %s was refused by the database: %s", row.uid, connection.pk,
                        type(exc).__name__)
         fallback = _unreadable_row(owner_id, connection, folder, uidvalidity, row.uid, data, exc)

@@ -60,9 +60,27 @@ def role_env(role: str, *, production: bool = False, extra: dict | None = None) 
     return env
 
 
-def run_as(role: str, code: str, *, production: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=role_env(role, production=production),
+def run_as(role: str, code: str, *, production: bool = False, timeout: float = 60,
+           extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env=role_env(role, production=production, extra=extra_env),
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def skewed_clock(offset: str | None = None, *, timestamp_file: Path | None = None) -> dict[str, str]:
+    """Environment for a child whose wall clock is off by `offset` ("-1h", "+2d": libfaketime), or
+    follows what `timestamp_file` holds at each reading (a clock that steps while the process runs).
+
+    With a fixed offset libfaketime moves CLOCK_MONOTONIC by the same constant (durations unchanged).
+    A stepping clock leaves CLOCK_MONOTONIC alone, as an NTP step does; time.sleep() then fails
+    with EINVAL under libfaketime 0.9.10, so such a child waits with threading.Event().wait()."""
+    from tests.harness.system import require_tool
+
+    env = {"LD_PRELOAD": require_tool("faketime")}
+    if timestamp_file is not None:
+        env.update(FAKETIME_TIMESTAMP_FILE=str(timestamp_file), FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    else:
+        env["FAKETIME"] = offset
+    return env
 
 
 class Worker:

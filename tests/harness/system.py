@@ -56,6 +56,7 @@ SYSTEM_PACKAGES = {
     "chromium": "/usr/bin/chromium",                    # browser tests (CSP, SRI, forms)
     "isync": "/usr/bin/mbsync",                         # `make bench`: the IMAP sync baseline
     "rabbitmq-server": "/usr/lib/rabbitmq/bin/rabbitmq-server",  # `make prod-sim`'s broker, the fault tests
+    "faketime": "/usr/lib/*/faketime/libfaketime.so.1",  # a worker with a skewed clock (libfaketime)
 }
 
 

@@ -187,11 +187,10 @@ def _site_replacements(folder: Path, cert: Path, key: Path, https_port: int, htt
     }
 
 
-@contextmanager
-def running_nginx(upstream_port: int | list[int], *, cert_key: tuple[Path, Path] | None = None,
-                  static_root: Path | None = None) -> Iterator[RunningNginx]:
-    """nginx in front of one or several upstream ports; by default with a throwaway self-signed RSA
-    certificate and a stand-in static folder, or with the given certificate and collectstatic output."""
+def nginx_site(upstream_port: int | list[int], *, cert_key: tuple[Path, Path] | None = None,
+               static_root: Path | None = None) -> tuple[RunningNginx, list[str]]:
+    """The configuration of running_nginx in a new folder, checked by `nginx -t`, and the command
+    that runs it in the foreground (prod-sim runs it as a service it can reload and restart)."""
     nginx = ensure_nginx()
     folder = _prepare_folder()
     cert, key = cert_key or write_self_signed_rsa_cert(folder)
@@ -203,12 +202,22 @@ def running_nginx(upstream_port: int | list[int], *, cert_key: tuple[Path, Path]
     conf.write_text(main_conf(folder, site))
     subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-g", f"pid {folder / 'nginx.pid'};"], check=True,
                    stdin=subprocess.DEVNULL, capture_output=True)
+    argv = [nginx, "-c", str(conf), "-g", f"daemon off; pid {folder / 'nginx.pid'};"]
+    return RunningNginx(https_port, http_port, folder, cert, static_root or folder / "static"), argv
+
+
+@contextmanager
+def running_nginx(upstream_port: int | list[int], *, cert_key: tuple[Path, Path] | None = None,
+                  static_root: Path | None = None) -> Iterator[RunningNginx]:
+    """nginx in front of one or several upstream ports; by default with a throwaway self-signed RSA
+    certificate and a stand-in static folder, or with the given certificate and collectstatic output."""
+    site, argv = nginx_site(upstream_port, cert_key=cert_key, static_root=static_root)
+    folder = site.folder
     # Std streams redirected: nginx must not hold a pipe of ours open (the run would hang on it).
-    process = subprocess.Popen([nginx, "-c", str(conf), "-g", f"daemon off; pid {folder / 'nginx.pid'};"],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(https_port, process, folder / "error.log")
-        yield RunningNginx(https_port, http_port, folder, cert, static_root or folder / "static")
+        _wait_for(site.https_port, process, folder / "error.log")
+        yield site
     finally:
         process.send_signal(signal.SIGQUIT)  # graceful stop of master and workers
         try:

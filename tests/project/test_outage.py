@@ -6,12 +6,14 @@ proves the same against real outages; these run in milliseconds on every `make t
 
 import json
 
+import psycopg
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerDown
 from redis.exceptions import ConnectionError as RedisDown
 
+from aiemaily.ops.outage import is_transient_outage
 from aiemaily.views import server_error
 
 
@@ -60,3 +62,38 @@ def test_a_bug_is_still_a_500(rf, path):
     response = _handle(rf, path, ValueError("a bug"))
     assert response.status_code == 500
     assert not response.has_header("Retry-After")
+
+
+def _django_wrapped(driver_error: BaseException) -> BaseException:
+    """As Django raises it: its own OperationalError, raised from the driver's."""
+    try:
+        try:
+            raise driver_error
+        except BaseException as exc:
+            raise OperationalError(str(exc)) from exc
+    except OperationalError as outer:
+        return outer
+
+
+@pytest.mark.parametrize("exc", [
+    _django_wrapped(psycopg.OperationalError("connection refused")),  # no SQLSTATE: never answered
+    _django_wrapped(psycopg.errors.ProtocolViolation("server conn crashed?")),  # PgBouncer, 08P01
+    _django_wrapped(psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
+    _django_wrapped(psycopg.errors.TooManyConnections("no more connections allowed")),
+    InterfaceError("connection already closed"),
+    BrokerDown("[Errno 111] Connection refused"),
+    RedisDown("Error 111"),
+    _wrapped(EndpointConnectionError(endpoint_url="http://kms.internal")),
+])
+def test_a_dependency_out_of_reach_is_a_transient_outage_a_sync_may_retry(exc):
+    assert is_transient_outage(exc)
+
+
+@pytest.mark.parametrize("exc", [
+    # Also OperationalError to Django, but the same statement fails the same way on every try.
+    _django_wrapped(psycopg.errors.ProgramLimitExceeded("index row size 9000 exceeds maximum 2712")),
+    _django_wrapped(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")),
+    ValueError("a bug"),
+])
+def test_a_statement_the_database_refuses_is_not_retried_as_an_outage(exc):
+    assert not is_transient_outage(exc)
