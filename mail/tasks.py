@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.db import connection as db_connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -133,14 +134,12 @@ def _database_turn():
     Kept open between turns, every watched mailbox would hold a PostgreSQL (or PgBouncer client)
     connection for minutes: 500 watchers, 500 connections. Never inside a caller's transaction
     (tests run the task inline there): then the connection is the caller's and stays open."""
-    from django.db import connection
-
     with _turns:
         try:
             yield
         finally:
-            if not connection.in_atomic_block:
-                connection.close()
+            if not db_connection.in_atomic_block:
+                db_connection.close()
 
 
 def _reconnected(owner_id, connection_id) -> None:
