@@ -68,9 +68,11 @@ class MessageDetailOutput(MessageOutput):
 
 class MessageFilters(serializers.Serializer):
     connection = StrictUUIDField(required=False)
-    # A folder name is matched exactly as given (IMAP names may hold any character), never trimmed.
+    # Folder and label names are matched exactly as given (IMAP names may hold any character), never
+    # trimmed: Python's strip() also removes control characters such as \x1e that the schema's
+    # minLength counts, so a trimmed "\x1e" was refused as blank although the schema allows it.
     folder = serializers.CharField(required=False, max_length=500, trim_whitespace=False)
-    label = serializers.CharField(required=False, max_length=200)
+    label = serializers.CharField(required=False, max_length=200, trim_whitespace=False)
     unread = StrictBooleanField(required=False)
     q = serializers.CharField(required=False, max_length=200, allow_blank=True,
                               help_text="text in the subject or sender; empty means no text filter")

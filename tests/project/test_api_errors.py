@@ -139,6 +139,16 @@ def test_a_folder_name_is_matched_as_given_whitespace_included(auth_client):
     assert auth_client.get("/api/v1/messages?folder=").status_code == 400  # the schema says minLength 1
 
 
+@pytest.mark.parametrize("value", ["%09", "%1E", "%20Work"])
+def test_a_label_is_matched_as_given_whitespace_and_control_characters_included(auth_client, value):
+    # The stateful fuzzer's `label=%1E` (schema-valid: one character) was trimmed to "" by str.strip()
+    # and refused as blank (400); like a folder name, a label is an exact match that finds nothing.
+    _mailbox_with_labels(auth_client.user)
+    response = auth_client.get(f"/api/v1/messages?label={value}")
+    assert response.status_code == 200 and response.json()["results"] == []
+    assert auth_client.get("/api/v1/messages?label=").status_code == 400  # the schema says minLength 1
+
+
 def test_a_number_where_the_schema_says_string_is_400_not_coerced(auth_client):
     response = auth_client.patch("/api/v1/ai-settings", {"model": 5}, format="json")
     assert response.status_code == 400 and response.json()["error"]["fields"] == {"model": ["Not a valid string."]}
