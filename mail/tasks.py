@@ -87,6 +87,8 @@ def connection_sync(self, leases, owner_id, connection_id):
             raise
         logger.warning("sync of connection %s stopped by an outage (%s); retrying", connection_id,
                        type(exc).__name__)
+        if not db_connection.in_atomic_block:
+            db_connection.close()  # a connection an outage broke may still look usable: never reuse it
         raise self.retry(exc=exc, countdown=sync_outage_countdown(self.request.retries)) from None
 
 

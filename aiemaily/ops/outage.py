@@ -65,6 +65,11 @@ def _database_unavailable(exc: BaseException) -> bool:
         state = exc.sqlstate
         # No SQLSTATE: the server never answered (refused, reset, closed mid-way).
         return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
+    if isinstance(exc, psycopg.InternalError) and exc.sqlstate is None:
+        # Raised by psycopg itself, not the server (whose internal errors carry XX000): the
+        # connection's protocol state broke, as when PgBouncer reports a crashed server connection
+        # between two statements ("received 2 results from command 'BEGIN'"). A new connection works.
+        return True
     return False
 
 
@@ -90,7 +95,7 @@ def is_dependency_outage(exc: BaseException | None) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, types):
+        if isinstance(exc, types) or _database_unavailable(exc):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

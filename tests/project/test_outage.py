@@ -80,6 +80,8 @@ def _django_wrapped(driver_error: BaseException) -> BaseException:
     _django_wrapped(psycopg.errors.ProtocolViolation("server conn crashed?")),  # PgBouncer, 08P01
     _django_wrapped(psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
     _django_wrapped(psycopg.errors.TooManyConnections("no more connections allowed")),
+    # psycopg's own (no SQLSTATE): PgBouncer reported the crashed server between two statements.
+    _django_wrapped(psycopg.InternalError("received 2 results from command 'BEGIN'")),
     InterfaceError("connection already closed"),
     BrokerDown("[Errno 111] Connection refused"),
     RedisDown("Error 111"),
@@ -93,6 +95,7 @@ def test_a_dependency_out_of_reach_is_a_transient_outage_a_sync_may_retry(exc):
     # Also OperationalError to Django, but the same statement fails the same way on every try.
     _django_wrapped(psycopg.errors.ProgramLimitExceeded("index row size 9000 exceeds maximum 2712")),
     _django_wrapped(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")),
+    _django_wrapped(psycopg.errors.InternalError_("an internal error the server reports (XX000)")),
     ValueError("a bug"),
 ])
 def test_a_statement_the_database_refuses_is_not_retried_as_an_outage(exc):
