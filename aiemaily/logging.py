@@ -43,12 +43,19 @@ def redact(text: str) -> str:
     return text
 
 
+# Set on a record once RedactSecretsFilter has redacted its message, traceback and stack: the
+# formatters below then format what is already clean instead of scanning every line a second time.
+_REDACTED = "_aiemaily_redacted"
+
+
 class RedactSecretsFilter(logging.Filter):
     """Renders the message and the traceback once, redacted, so no handler sees the raw values."""
 
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED, False):
+            return True
         try:
             message = record.getMessage()
         except (TypeError, ValueError):
@@ -61,16 +68,21 @@ class RedactSecretsFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        setattr(record, _REDACTED, True)
         return True
 
 
 class RedactingTextFormatter(logging.Formatter):
+    """Redacts what it formats, unless RedactSecretsFilter already has (the handlers in settings)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        text = super().format(record)
+        return text if getattr(record, _REDACTED, False) else redact(text)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: what log shippers parse without regexes."""
+    """One JSON object per line: what log shippers parse without regexes. Redacted like the text one:
+    the other fields are the logger's name, the level, a time and our own ids and event names."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -86,7 +98,8 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exc"] = record.exc_text
-        return redact(json.dumps(entry, default=str))
+        line = json.dumps(entry, default=str)
+        return line if getattr(record, _REDACTED, False) else redact(line)
 
 
 class SecretRedactingExceptionReporterFilter(SafeExceptionReporterFilter):

@@ -25,38 +25,64 @@ def _transient(exc: stripe.StripeError) -> bool:
     return isinstance(exc, TRANSIENT) or (isinstance(exc, stripe.APIError) and (exc.http_status or 500) >= 500)
 
 
-@shared_task(name="billing.tasks.stripe_event_process", bind=True, max_retries=8)
-def stripe_event_process(self, ledger_id):
+class _Retry(Exception):
+    """Stripe did not answer this time (a transient error): try the event again later."""
+
+
+def _event_process(ledger_id, *, retries_left: bool) -> str:
     """Apply one accepted Stripe delivery, named by its ledger row (the broker carries no payload).
 
     The event is re-fetched from Stripe by id, applied (idempotent and order-independent, see
     billing/events.py), and only then is the ledger row marked processed: a crash or an unreachable
-    Stripe before that leaves the row open and the task is retried, and a task delivered twice
-    applies the same event twice, which changes nothing.
+    Stripe before that leaves the row open for a retry or the sweep, and an event applied twice
+    changes nothing.
     """
     event_id = (WebhookDelivery._base_manager.filter(
         pk=ledger_id, provider=Provider.STRIPE, verdict=Verdict.ACCEPTED, processed_at__isnull=True)
         .values_list("delivery_id", flat=True).first())
     if event_id is None:
-        return {"outcome": "gone"}  # unknown, not an accepted Stripe delivery, or already processed
+        return "gone"  # unknown, not an accepted Stripe delivery, or already processed
     try:
         outcome = stripe_event_apply(event=stripe_event_fetch(event_id))
     except BillingNotConfigured:
         # This worker has no Stripe key: leave the row open for the sweep once it has one.
         logger.error("stripe event %s not processed: billing is not configured on this worker", event_id,
                      extra={"event": "billing_event_failed"})
-        return {"outcome": "not_configured"}
+        return "not_configured"
     except stripe.StripeError as exc:
-        if _transient(exc) and self.request.retries < self.max_retries:
+        if _transient(exc) and retries_left:
             logger.warning("stripe event %s not fetched (%s); retrying", event_id, type(exc).__name__,
                            extra={"event": "billing_event_retry"})
-            raise self.retry(exc=exc, countdown=min(600, 5 * 2 ** self.request.retries)) from None
+            raise _Retry from exc
         logger.error("stripe event %s dropped: %s", event_id, type(exc).__name__,
                      extra={"event": "billing_event_failed"})
         outcome = "failed"
     delivery_claim(ledger_id=ledger_id)
     logger.info("stripe event %s: %s", event_id, outcome, extra={"event": "billing_event"})
-    return {"outcome": outcome}
+    return outcome
+
+
+@shared_task(name="billing.tasks.stripe_event_process", bind=True, max_retries=8)
+def stripe_event_process(self, ledger_id):
+    """One delivery (the sweep's hand-over, or a batch's retry), retried with backoff while Stripe is away."""
+    try:
+        return {"outcome": _event_process(ledger_id, retries_left=self.request.retries < self.max_retries)}
+    except _Retry as retry:
+        raise self.retry(exc=retry.__cause__, countdown=min(600, 5 * 2 ** self.request.retries)) from None
+
+
+@shared_task(name="billing.tasks.stripe_events_process")
+def stripe_events_process(ledger_ids):
+    """The deliveries /webhooks/stripe handed over together (aiemaily/webhooks/handoff.py), one by one;
+    one that Stripe did not answer goes on alone to stripe_event_process, with its own retries."""
+    outcomes = []
+    for ledger_id in ledger_ids:
+        try:
+            outcomes.append(_event_process(ledger_id, retries_left=True))
+        except _Retry:
+            stripe_event_process.apply_async(args=[str(ledger_id)], countdown=5)
+            outcomes.append("retrying")
+    return {"outcomes": outcomes}  # in the order of ledger_ids
 
 
 # A delivery still open this long after it arrived lost its task (retries exhausted, a worker without

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from aiemaily.ops.outage import is_transient_outage
 from aiemaily.ownership.binding import owner_scope
+from aiemaily.webhooks.models import Provider, Verdict, WebhookDelivery, WebhookSubscription
 from aiemaily.webhooks.services import delivery_claim, subscription_purge_retired
 from mail import services
 from mail.models import Connection, Message, OutboxMessage
@@ -501,7 +502,7 @@ def webhook_process(ledger_ids, owner_id, connection_id, action):
     subscriptionRemoved) renews or recreates the channel, then syncs.
     """
     claimed = [ledger_id for ledger_id in ledger_ids if delivery_claim(ledger_id=ledger_id)]
-    if not claimed:
+    if ledger_ids and not claimed:  # no ids at all: webhook_sweep's sync of a sibling mailbox
         return {"connection_id": str(connection_id), "status": "already_processed"}
     with owner_scope(owner_id):
         connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
@@ -511,6 +512,44 @@ def webhook_process(ledger_ids, owner_id, connection_id, action):
             services.connection_push_open_queue(connection=connection)
         services.connection_sync_dispatch(connection=connection)
     return {"connection_id": str(connection_id), "status": "queued", "claimed": len(claimed), "action": action}
+
+
+# A delivery still open this long after it arrived lost its hand-off (the web process died before its
+# relay published, or the broker was down: aiemaily/webhooks/handoff.py); Google and Microsoft keep no
+# copy we could fetch, so a week back is plenty.
+WEBHOOK_SWEEP_AFTER = timedelta(minutes=10)
+WEBHOOK_SWEEP_WINDOW = timedelta(days=7)
+
+
+@shared_task(name="mail.tasks.webhook_sweep")
+def webhook_sweep():
+    """Beat: hand accepted Gmail and Graph deliveries that were never processed to worker-sync again.
+
+    The ledger knows the account, not the mailbox, so every push channel of that account and provider
+    gets a sync: the first with the deliveries (claimed there), the others with none (a sync all the
+    same). Deliveries of an account with no channel left are closed: there is nothing to sync.
+    """
+    now = timezone.now()
+    rows = WebhookDelivery._base_manager.filter(
+        provider__in=[Provider.GMAIL, Provider.GRAPH], verdict=Verdict.ACCEPTED, processed_at__isnull=True,
+        received_at__lt=now - WEBHOOK_SWEEP_AFTER, received_at__gt=now - WEBHOOK_SWEEP_WINDOW,
+    ).order_by("received_at").values_list("pk", "provider", "account_id")[:1000]
+    groups: dict[tuple, list[str]] = {}
+    for ledger_id, provider, account_id in rows:
+        groups.setdefault((provider, account_id), []).append(str(ledger_id))
+    for (provider, account_id), ledger_ids in groups.items():
+        channels = list(WebhookSubscription._base_manager.filter(provider=provider, account_id=account_id)
+                        .order_by("created_at").values_list("connection_id", flat=True))
+        if not channels:
+            for ledger_id in ledger_ids:
+                delivery_claim(ledger_id=ledger_id)
+            continue
+        for n, connection_id in enumerate(channels):
+            webhook_process.delay(ledger_ids if n == 0 else [], str(account_id), str(connection_id), "sync")
+    if groups:
+        logger.warning("%d push deliveries handed over again", sum(map(len, groups.values())),
+                       extra={"event": "webhook_sweep"})
+    return {"requeued": sum(map(len, groups.values())), "accounts": len(groups)}
 
 
 @shared_task(name="mail.tasks.push_renew_due")

@@ -32,6 +32,7 @@ CELERY_TASK_ROUTES = {
     "mail.tasks.sync_due": {"queue": "maintenance"},
     "mail.tasks.outbox_reconcile_due": {"queue": "maintenance"},
     "mail.tasks.push_renew_due": {"queue": "maintenance"},
+    "mail.tasks.webhook_sweep": {"queue": "maintenance"},
     "aiemaily.idempotency.tasks.reap_expired": {"queue": "maintenance"},
     "aiemaily.ops.tasks.*": {"queue": "maintenance"},  # the metrics snapshot reads across owners
     "secrets_vault.tasks.*": {"queue": "vault"},
@@ -61,6 +62,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     # Push channels (Gmail watches, Graph subscriptions): renewed daily, lapsed or missing ones reopened.
     "mail-push-renew-due": {"task": "mail.tasks.push_renew_due",
                             "schedule": float(env_int("AIEMAILY_PUSH_RENEW_INTERVAL", 3600))},
+    # Push deliveries whose hand-off to worker-sync was lost (aiemaily/webhooks/handoff.py).
+    "mail-webhook-sweep": {"task": "mail.tasks.webhook_sweep", "schedule": 600.0},
 }
 # /readyz runs its checks (a KMS round trip among them) at most this often per process.
 AIEMAILY_READYZ_CACHE_SECONDS = env_int("AIEMAILY_READYZ_CACHE_SECONDS", 5)

@@ -6,14 +6,21 @@ Why failures only. A flood of forged deliveries must not starve genuine ones. Co
 request per route would let an attacker spend the provider's quota; counting per client address
 all requests would still make the provider's own addresses share a budget with nothing. So a
 delivery that fails authentication (or is malformed) costs its sender's address one unit of
-AIEMAILY_WEBHOOK_FAILURE_LIMIT per window; an address over the limit is answered 429 before any
-work (one cache read), and nothing is written for it. Genuine deliveries never fail, so they never
-consume anything and are never throttled here. Verification itself is cheap (an HMAC, an RSA
-verify against cached certificates, a keyed hash) so the failures under the limit cost little.
-Volume floods from many addresses are nginx's job (limit_req), not this one's.
+AIEMAILY_WEBHOOK_FAILURE_LIMIT per window, counted in the shared cache (every web worker adds to the
+same count). The failure that goes past the limit is answered 429 and nothing is written for it; from
+then on, for the window, this process answers that address 429 before any work, from memory.
+
+Genuine deliveries never fail, so they never consume anything, and checking the budget costs them
+nothing either: the shared count is only touched when a delivery has already failed, and the
+addresses over budget are remembered in the process. (Reading the count first on every delivery was
+a cache round trip on each genuine one: a fifth of a delivery's cost, benchmarks/bench_webhooks.py.)
+Verification itself is cheap (an HMAC, an RSA verify against cached certificates, a keyed hash) so
+the failures under the limit cost little. Volume floods from many addresses are nginx's job
+(limit_req), not this one's.
 """
 
 import logging
+import time
 from functools import wraps
 
 from django.conf import settings
@@ -64,22 +71,51 @@ def _failure_key(provider: str, ip: str) -> str:
     return f"webhook-fail:{provider}:{ip}"
 
 
-def over_failure_limit(provider: str, ip: str) -> bool:
-    return int(cache.get(_failure_key(provider, ip), 0)) >= settings.AIEMAILY_WEBHOOK_FAILURE_LIMIT
+# (provider, address) -> monotonic time its window ends: the addresses this process found over budget.
+# Bounded, so an attacker rotating through addresses cannot grow it without limit.
+_over_budget: dict[tuple[str, str], float] = {}
+_OVER_BUDGET_MAX = 10_000
 
 
-def count_failure(provider: str, ip: str) -> None:
+def throttled(provider: str, ip: str) -> bool:
+    """True while this process knows the address is over its failure budget: answer 429, do nothing."""
+    until = _over_budget.get((provider, ip))
+    if until is None:
+        return False
+    if until > time.monotonic():
+        return True
+    _over_budget.pop((provider, ip), None)
+    return False
+
+
+def _remember_over_budget(provider: str, ip: str, window: int) -> None:
+    now = time.monotonic()
+    if len(_over_budget) >= _OVER_BUDGET_MAX:
+        for key in [key for key, until in _over_budget.items() if until <= now] or list(_over_budget)[:1]:
+            _over_budget.pop(key, None)
+    _over_budget[(provider, ip)] = now + window
+
+
+def count_failure(provider: str, ip: str) -> bool:
+    """Count one failed delivery from `ip`. True when that took the address past its budget: then answer
+    429 and record nothing (the address is remembered here for the window)."""
     key, window = _failure_key(provider, ip), settings.AIEMAILY_WEBHOOK_FAILURE_WINDOW_SECONDS
+    limit = settings.AIEMAILY_WEBHOOK_FAILURE_LIMIT
     if cache.add(key, 1, timeout=window):
-        return
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=window)
-        return
-    if count == settings.AIEMAILY_WEBHOOK_FAILURE_LIMIT:
+        count = 1
+    else:
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=window)
+            count = 1
+    if count == limit:
         logger.warning("webhook failures from one address reached the limit; answering 429 for the window",
                        extra={"event": "webhook_throttled", "provider": provider, "client_ip": ip})
+    if count > limit:
+        _remember_over_budget(provider, ip, window)
+        return True
+    return False
 
 
 def content_type(request) -> str:

@@ -8,11 +8,11 @@ the 300-second tolerance. A timestamp further than the tolerance in the *future*
 (stripe-python only checks the past).
 
 Then the event id is inserted into the ledger (the replay check) and the event is handed to
-billing by ledger row id: `billing.tasks.stripe_event_process(ledger_id)`, sent by name so this
-base app does not import billing. The body is not stored and not put on the broker: the billing
-task re-fetches the event from Stripe's API by its id (`stripe.Event.retrieve`), which is what
-Stripe recommends anyway — it yields the event's current state and cannot be forged by anyone
-who only learned a signing secret. The ledger row gives that task the event id.
+billing by ledger row id: `billing.tasks.stripe_events_process([ledger ids])`, sent by name so this
+base app does not import billing, in batches (aiemaily/webhooks/handoff.py). The body is not stored
+and not put on the broker: the billing task re-fetches the event from Stripe's API by its id
+(`stripe.Event.retrieve`), which is what Stripe recommends anyway — it yields the event's current
+state and cannot be forged by anyone who only learned a signing secret. The ledger row gives that task the event id.
 
 Answers: 200 for an accepted event or a replay (so Stripe stops retrying), 400 with an empty
 body for anything not authentic, stale, future or malformed.
@@ -26,20 +26,20 @@ import stripe
 from django.conf import settings
 from django.db import transaction
 
-from aiemaily.celery import app as celery_app
+from aiemaily.webhooks.handoff import handoff
 from aiemaily.webhooks.http import (
     Rejected,
     client_address,
     count_failure,
     empty,
-    over_failure_limit,
     read_body,
+    throttled,
     webhook_endpoint,
 )
 from aiemaily.webhooks.models import Provider, Verdict
 from aiemaily.webhooks.services import delivery_accept, delivery_reject
 
-PROCESS_TASK = "billing.tasks.stripe_event_process"
+PROCESS_TASK = "billing.tasks.stripe_events_process"
 CONTENT_TYPES = frozenset({"application/json"})
 _EVENT_ID = re.compile(r"^evt_[A-Za-z0-9_]{1,250}$")
 _TYPE = re.compile(r"^[a-z0-9_.]{1,64}$")
@@ -81,8 +81,7 @@ def verify(raw: bytes, header: str, *, secrets: list[str], tolerance: int, now: 
 
 def hand_to_billing(ledger_id) -> None:
     """Queue billing's processing of one accepted event, after the ledger row is committed."""
-    ledger_id = str(ledger_id)
-    transaction.on_commit(lambda: celery_app.send_task(PROCESS_TASK, args=[ledger_id]))
+    transaction.on_commit(lambda: handoff(PROCESS_TASK, (), ledger_id))
 
 
 # No transaction around it (see webhook_endpoint): each outcome is one INSERT in the ledger (the
@@ -91,7 +90,7 @@ def hand_to_billing(ledger_id) -> None:
 @webhook_endpoint(atomic=False)
 def stripe_webhook(request):
     ip = client_address(request)
-    if over_failure_limit(Provider.STRIPE, ip):
+    if throttled(Provider.STRIPE, ip):
         return empty(429)
     try:
         raw = read_body(request, limit=settings.AIEMAILY_WEBHOOK_STRIPE_MAX_BYTES, content_types=CONTENT_TYPES,
@@ -99,7 +98,8 @@ def stripe_webhook(request):
         event = verify(raw, request.headers.get("Stripe-Signature", ""), secrets=settings.STRIPE_WEBHOOK_SECRETS,
                        tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS)
     except Rejected as rejected:
-        count_failure(Provider.STRIPE, ip)
+        if count_failure(Provider.STRIPE, ip):
+            return empty(429)
         delivery_reject(provider=Provider.STRIPE, verdict=rejected.verdict, client_ip=ip)
         return empty(rejected.status)
     kind = event.get("type") if _TYPE.match(str(event.get("type"))) else ""

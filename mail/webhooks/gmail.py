@@ -22,15 +22,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from aiemaily.celery import app as celery_app
 from aiemaily.webhooks.google_oidc import verify_push_token
+from aiemaily.webhooks.handoff import handoff
 from aiemaily.webhooks.http import (
     Rejected,
     client_address,
     count_failure,
     empty,
-    over_failure_limit,
     read_body,
+    throttled,
     webhook_endpoint,
 )
 from aiemaily.webhooks.models import Provider, Verdict
@@ -74,14 +74,21 @@ def parse(raw: bytes) -> tuple[str, str, int]:
 
 
 def queue_processing(ledger_ids: list, owner_id, connection_id, action: str) -> None:
-    args = [[str(i) for i in ledger_ids], str(owner_id), str(connection_id), action]
-    transaction.on_commit(lambda: celery_app.send_task(PROCESS_TASK, args=args))
+    """Once committed, hand the deliveries to worker-sync: `webhook_process([ids], owner, mailbox, action)`,
+    gathered with the mailbox's other deliveries of the moment (aiemaily/webhooks/handoff.py)."""
+    group = (str(owner_id), str(connection_id), action)
+
+    def hand_over():
+        for ledger_id in ledger_ids:
+            handoff(PROCESS_TASK, group, ledger_id)
+
+    transaction.on_commit(hand_over)
 
 
 @webhook_endpoint
 def gmail_webhook(request):
     ip = client_address(request)
-    if over_failure_limit(Provider.GMAIL, ip):
+    if throttled(Provider.GMAIL, ip):
         return empty(429)
     try:
         raw = read_body(request, limit=settings.AIEMAILY_WEBHOOK_GMAIL_MAX_BYTES, content_types=CONTENT_TYPES,
@@ -89,7 +96,8 @@ def gmail_webhook(request):
         verify_push_token(request.headers.get("Authorization", ""))
         message_id, address, history_id = parse(raw)
     except Rejected as rejected:
-        count_failure(Provider.GMAIL, ip)
+        if count_failure(Provider.GMAIL, ip):
+            return empty(429)
         delivery_reject(provider=Provider.GMAIL, verdict=rejected.verdict, client_ip=ip)
         return empty(rejected.status)
     channel = subscription_by_external_id(provider=Provider.GMAIL, external_id=address_digest(address))

@@ -38,8 +38,8 @@ from aiemaily.webhooks.http import (
     client_address,
     count_failure,
     empty,
-    over_failure_limit,
     read_body,
+    throttled,
     webhook_endpoint,
 )
 from aiemaily.webhooks.models import Provider, Verdict
@@ -123,20 +123,25 @@ def _handshake(token: str) -> HttpResponse:
     return response
 
 
-def _record_batch(items: list[dict], ip: str) -> None:
-    """Check, record and queue every item of an authenticated-shape batch (see the module docstring)."""
+def _record_batch(items: list[dict], ip: str) -> bool:
+    """Check, record and queue every item of an authenticated-shape batch (see the module docstring).
+
+    False when a forged item took the sender past its failure budget: the items after it are left
+    unrecorded and the answer is 429 (Graph retries the batch; what was accepted is then a replay)."""
     now = timezone.now()
     work: dict[tuple, list] = defaultdict(list)
+    stopped = False
     for item in items:
         try:
             channel, action, kind = check_item(item, now)
         except Rejected as rejected:
             forged = rejected.verdict == Verdict.BAD_SIGNATURE or (
                 rejected.verdict in UNAUTHENTIC and rejected.account_id is None)
-            if forged:
-                # A forger's cost. An authenticated item (stale, future, an odd type) costs nothing:
-                # it came from Graph, whose addresses must keep their budget.
-                count_failure(Provider.GRAPH, ip)
+            # A forger's cost. An authenticated item (stale, future, an odd type) costs nothing:
+            # it came from Graph, whose addresses must keep their budget.
+            if forged and count_failure(Provider.GRAPH, ip):
+                stopped = True
+                break
             delivery_reject(provider=Provider.GRAPH, verdict=rejected.verdict, delivery_id=rejected.delivery_id,
                             kind=rejected.kind, account_id=rejected.account_id, client_ip=ip)
             continue
@@ -146,6 +151,7 @@ def _record_batch(items: list[dict], ip: str) -> None:
             work[(channel.account_id, channel.connection_id, action)].append(recorded.delivery.pk)
     for (owner_id, connection_id, action), ledger_ids in work.items():
         queue_processing(ledger_ids, owner_id, connection_id, action)
+    return not stopped
 
 
 # The transaction is the view's own (see webhook_endpoint): a batch of several items is recorded in
@@ -155,7 +161,7 @@ def _record_batch(items: list[dict], ip: str) -> None:
 @webhook_endpoint(atomic=False)
 def graph_webhook(request):
     ip = client_address(request)
-    if over_failure_limit(Provider.GRAPH, ip):
+    if throttled(Provider.GRAPH, ip):
         return empty(429)
     if "validationToken" in request.GET:
         return _handshake(request.GET["validationToken"])
@@ -164,9 +170,10 @@ def graph_webhook(request):
                         malformed_status=400)
         items = parse(raw)
     except Rejected as rejected:
-        count_failure(Provider.GRAPH, ip)
+        if count_failure(Provider.GRAPH, ip):
+            return empty(429)
         delivery_reject(provider=Provider.GRAPH, verdict=rejected.verdict, client_ip=ip)
         return empty(rejected.status)
     with transaction.atomic() if len(items) > 1 else nullcontext():
-        _record_batch(items, ip)
-    return empty(202)
+        within_budget = _record_batch(items, ip)
+    return empty(202 if within_budget else 429)

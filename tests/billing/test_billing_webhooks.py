@@ -1,5 +1,5 @@
 """Stripe events through the real route: signed as Stripe signs them, POSTed to /webhooks/stripe,
-verified and deduplicated there, handed to billing.tasks.stripe_event_process by ledger id, and
+verified and deduplicated there, handed to billing.tasks.stripe_events_process by ledger id (in batches), and
 applied from the event re-fetched from the (local) Stripe API. Duplicated, reordered and delayed
 deliveries end in the right state; a forged one changes nothing; Stripe being unreachable while
 the task runs leaves the delivery open for a retry instead of losing it."""
@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from aiemaily.celery import app as celery_app
 from aiemaily.ownership.binding import owner_scope
+from aiemaily.webhooks import handoff
 from aiemaily.webhooks.models import WebhookDelivery
 from billing.models import BillingAccount
-from billing.tasks import stripe_event_process, stripe_event_sweep
+from billing.tasks import stripe_event_process, stripe_event_sweep, stripe_events_process
 from tests.harness.billing_fixtures import WEBHOOK_SECRET, signed_in_client, stripe_fake, stripe_server
 from tests.harness.stripe_api_server import signed
 
@@ -31,8 +32,9 @@ def handed(monkeypatch):
     sent: list[str] = []
 
     def send_task(name, args=None, kwargs=None, **options):
-        assert name == "billing.tasks.stripe_event_process"
-        sent.extend(args)
+        # The route's batches, or the sweep's hand-over of one delivery at a time.
+        assert name in ("billing.tasks.stripe_events_process", "billing.tasks.stripe_event_process")
+        sent.extend(args[0] if name.endswith("events_process") else args)
 
     monkeypatch.setattr(celery_app, "send_task", send_task)
     return sent
@@ -44,12 +46,13 @@ def deliver(event: dict, *, secret: str = WEBHOOK_SECRET, capture) -> int:
     with capture(execute=True):
         response = Client().post("/webhooks/stripe", payload, content_type="application/json",
                                  HTTP_STRIPE_SIGNATURE=header, REMOTE_ADDR="192.0.2.10")
+    assert handoff.flush()  # what the relay publishes within AIEMAILY_WEBHOOK_HANDOFF_MS
     return response.status_code
 
 
 def run_handed(handed: list[str]) -> list[str]:
-    """Run each handed-over task as a worker would, in order; returns the outcomes."""
-    outcomes = [stripe_event_process.apply(args=[ledger_id]).get()["outcome"] for ledger_id in handed]
+    """Run the handed-over batch as a worker would; returns the outcomes, in order."""
+    outcomes = stripe_events_process.apply(args=[list(handed)]).get()["outcomes"]
     handed.clear()
     return outcomes
 

@@ -2,13 +2,13 @@
 secret, stripe-python's own generate_signature_header), verified with stripe-python, deduplicated
 on the event id through the ledger, and handed to billing by ledger row id — once.
 
-"Handed to billing" is counted where it leaves this app: the Celery send of
-billing.tasks.stripe_event_process, captured here (billing's task is tested with billing).
+"Handed to billing" is counted where it leaves this app: the Celery sends of
+billing.tasks.stripe_events_process (ledger ids, gathered by aiemaily/webhooks/handoff.py), captured
+here (billing's task is tested with billing).
 """
 
 import json
 import random
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +20,7 @@ from django.test import Client
 
 from aiemaily.celery import app as celery_app
 from aiemaily.webhooks.models import WebhookDelivery
+from tests.harness.webhook_helpers import Sent
 
 pytestmark = [pytest.mark.django_db]
 
@@ -27,23 +28,10 @@ SECRET = "whsec_" + "test0secret0" * 3
 OLD_SECRET = "whsec_" + "old0secret00" * 3
 
 
-class Sent:
-    """The billing hand-offs, as Celery would send them."""
-
-    def __init__(self):
-        self.lock, self.calls = threading.Lock(), []
-
-    def __call__(self, name, args=None, **kwargs):
-        with self.lock:
-            self.calls.append((name, tuple(args or ())))
-
-    def ledger_ids(self):
-        return [args[0] for name, args in self.calls if name == "billing.tasks.stripe_event_process"]
-
-
 @pytest.fixture
 def sent(monkeypatch):
-    capture = Sent()
+    """The billing hand-offs, as Celery would send them: batches of ledger ids."""
+    capture = Sent("billing.tasks.stripe_events_process")
     monkeypatch.setattr(celery_app, "send_task", capture)
     return capture
 

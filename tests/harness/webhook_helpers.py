@@ -9,6 +9,7 @@ from celery import canvas
 
 from aiemaily.celery import app as celery_app
 from aiemaily.ownership.binding import owner_scope
+from aiemaily.webhooks import handoff
 from aiemaily.webhooks.models import WebhookDelivery
 from mail import services
 from mail.models import Connection
@@ -18,17 +19,26 @@ PROCESS_TASK = "mail.tasks.webhook_process"
 
 
 class Sent:
-    """Celery sends by name (the route's hand-off), kept here instead of on a broker."""
+    """Celery sends by name (the routes' hand-offs), kept here instead of on a broker. Reading them
+    first has the relay publish what it gathered (aiemaily/webhooks/handoff.py), as it would within
+    AIEMAILY_WEBHOOK_HANDOFF_MS."""
 
-    def __init__(self):
-        self.lock, self.calls = threading.Lock(), []
+    def __init__(self, task: str = PROCESS_TASK):
+        self.task = task
+        self.lock, self._calls = threading.Lock(), []
 
-    def __call__(self, name, args=None, **kwargs):
+    def __call__(self, name, args=None, kwargs=None, **options):
         with self.lock:
-            self.calls.append((name, tuple(args or ())))
+            self._calls.append((name, tuple(args or ())))
+
+    @property
+    def calls(self) -> list[tuple]:
+        assert handoff.flush(), "the hand-off relay did not publish within its timeout"
+        with self.lock:
+            return list(self._calls)
 
     def processing(self) -> list[tuple]:
-        return [args for name, args in self.calls if name == PROCESS_TASK]
+        return [args for name, args in self.calls if name == self.task]
 
     def ledger_ids(self) -> list[str]:
         return [ledger_id for args in self.processing() for ledger_id in args[0]]

@@ -108,7 +108,7 @@ def test_only_a_newer_history_id_queues_a_sync(google_certs, watched, handed, ip
         for history_id in (5000, 4990, 5000, 5001):
             assert post(envelope(notification(history_id)), google_certs.push_token(), ip).status_code == 204
     assert verdicts("gmail") == ["accepted"] * 4
-    assert len(handed.processing()) == 2  # 5000 and 5001
+    assert len(handed.ledger_ids()) == 2  # 5000 and 5001
     channel = WebhookSubscription.objects.unscoped(reason="test").get()
     assert channel.cursor == 5001
     # The two that changed nothing are processed (with nothing to do), not left pending.
@@ -290,7 +290,7 @@ def test_a_flood_of_forged_tokens_is_throttled_without_touching_google(google_ce
             if n % 3 == 0:
                 genuine.append(post(envelope(notification(1000 + n)), google_certs.push_token(), google_ip).status_code)
     assert statuses[:10] == [403] * 10 and set(statuses[10:]) == {429}
-    assert genuine == [204] * 10 and len(handed.processing()) == 10
+    assert genuine == [204] * 10 and len(handed.ledger_ids()) == 10
 
 
 def test_only_post_is_allowed_the_route_is_csrf_exempt_and_there_is_no_cors(google_certs, watched, handed, ip):

@@ -200,7 +200,8 @@ def test_lifecycle_events_reopen_or_resync(graph, subscribed, handed, ip, django
     with django_capture_on_commit_callbacks(execute=True):
         for event in ("reauthorizationRequired", "subscriptionRemoved", "missed"):
             assert post([graph.lifecycle(subscription_id, event)], ip).status_code == 202
-    assert [args[3] for args in handed.processing()] == ["reopen", "reopen", "resync"]
+    # One action per delivery (the relay may carry deliveries of one mailbox and action in one message).
+    assert sorted(args[3] for args in handed.processing() for _ in args[0]) == ["reopen", "reopen", "resync"]
     assert verdicts("graph") == ["accepted"] * 3
 
 

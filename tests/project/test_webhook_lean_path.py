@@ -24,6 +24,7 @@ from aiemaily.webhooks.http import webhook_endpoint
 from aiemaily.webhooks.models import Verdict, WebhookDelivery
 from aiemaily.webhooks.services import delivery_reject, secret_digest, subscription_store
 from tests.harness.factories import UserFactory
+from tests.harness.webhook_helpers import Sent
 from tests.project.test_security_headers import COMMON_HEADERS, REQUIRED_PERMISSIONS, HttpsClient
 
 pytestmark = [pytest.mark.django_db]
@@ -86,9 +87,9 @@ def _signed_event() -> tuple[bytes, str]:
 
 @pytest.fixture
 def sent(monkeypatch):
-    calls = []
-    monkeypatch.setattr(celery_app, "send_task", lambda name, args=None, **kw: calls.append((name, args)))
-    return calls
+    capture = Sent("billing.tasks.stripe_events_process")
+    monkeypatch.setattr(celery_app, "send_task", capture)
+    return capture
 
 
 @HERE
@@ -120,7 +121,7 @@ def test_an_accepted_delivery_carries_every_security_header_and_nothing_for_brow
         response = HttpsClient().post("/webhooks/stripe", body, content_type="application/json",
                                       HTTP_STRIPE_SIGNATURE=signature, HTTP_ORIGIN="https://evil.example")
     assert response.status_code == 200 and response.content == b""
-    assert [name for name, _ in sent] == ["billing.tasks.stripe_event_process"]
+    assert [name for name, _ in sent.calls] == ["billing.tasks.stripe_events_process"]
     for name, value in COMMON_HEADERS.items():
         assert response.get(name) == value, name
     for feature in REQUIRED_PERMISSIONS:
@@ -138,7 +139,7 @@ def test_a_host_not_allowed_is_refused_before_the_view(settings, sent, host):
     response = HttpsClient().post("/webhooks/stripe", body, content_type="application/json",
                                   HTTP_STRIPE_SIGNATURE=signature, HTTP_HOST=host)
     assert response.status_code == 400
-    assert sent == [] and _ledger(json.loads(body)["id"]) == 0
+    assert sent.calls == [] and _ledger(json.loads(body)["id"]) == 0
 
 
 def test_the_view_decorations_still_apply_on_the_lean_path():
@@ -194,4 +195,4 @@ def test_a_graph_batch_of_several_items_is_recorded_all_or_nothing(monkeypatch, 
         "/webhooks/graph", json.dumps({"value": items}), content_type="application/json")
     assert response.status_code == 500 and len(calls) == 2
     # The first item's row went with the batch, so Graph's retry is accepted, not a replay.
-    assert _ledger(graph.item_digest(items[0])) == 0 and sent == []
+    assert _ledger(graph.item_digest(items[0])) == 0 and sent.calls == []
