@@ -40,25 +40,24 @@ class Relay:
         self._lock = threading.Condition()
         self._pending: dict[tuple, list[str]] = defaultdict(list)
         self._count = 0
+        self._first_at = 0.0  # when the oldest waiting hand-off arrived: the batch is due LINGER after it
         self._busy = False  # a batch has left _pending but is not published yet
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def add(self, task: str, group: tuple, ledger_id) -> None:
-        interval = settings.AIEMAILY_WEBHOOK_HANDOFF_MS / 1000
-        if interval <= 0:
+        if _linger() <= 0:
             _publish({(task, group): [str(ledger_id)]})
             return
         with self._lock:
+            if not self._count:
+                self._first_at = time.monotonic()
+                self._start()
+                self._lock.notify_all()  # only the first of a batch wakes the relay (flush may wait too)
             self._pending[(task, group)].append(str(ledger_id))
             self._count += 1
-            full = self._count >= MAX_PENDING
-            if full:
-                batch = self._take()
-            else:
-                self._start(interval)
-                self._lock.notify()
-        if full:
+            batch = self._take() if self._count >= MAX_PENDING else None
+        if batch:
             _publish(batch)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -73,27 +72,40 @@ class Relay:
         batch, self._pending, self._count = dict(self._pending), defaultdict(list), 0
         return batch
 
-    def _start(self, interval: float) -> None:
+    def _start(self) -> None:
         # A forked child (gunicorn's workers, Celery's prefork pool) inherits no running thread.
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
             return
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, args=(interval,), name="webhook-handoff", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="webhook-handoff", daemon=True)
         self._thread.start()
 
-    def _run(self, interval: float) -> None:
+    def _due_batch(self) -> dict[tuple, list[str]]:
+        """Wait (holding the lock between waits) until the oldest waiting hand-off is LINGER old."""
+        while True:
+            if not self._count:  # nothing waiting, or a flush or a full relay took it
+                self._lock.wait()
+                continue
+            remaining = self._first_at + _linger() - time.monotonic()
+            if remaining <= 0:
+                return self._take()
+            self._lock.wait(remaining)
+
+    def _run(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._count > 0)
-            time.sleep(interval)  # linger: let the deliveries of a burst join this batch
-            with self._lock:
-                batch, self._busy = self._take(), True
+                batch = self._due_batch()
+                self._busy = True
             try:
                 _publish(batch)
             finally:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
+
+
+def _linger() -> float:
+    return settings.AIEMAILY_WEBHOOK_HANDOFF_MS / 1000
 
 
 def _publish(batch: dict[tuple, list[str]]) -> None:

@@ -190,3 +190,16 @@ def test_an_address_past_its_budget_is_answered_from_memory(settings, sent, monk
     assert deliver(attacker, forged)[0] == 429
     assert deliver(attacker)[0] == 429  # for the window, even a genuine signature from there
     assert verdicts.count() == 2 and published(sent) == []
+
+
+def test_each_batch_is_due_its_interval_after_its_first_delivery_whatever_came_before(
+        settings, sent, django_capture_on_commit_callbacks):
+    settings.AIEMAILY_WEBHOOK_HANDOFF_MS = 60_000  # the relay now waits a minute for this batch...
+    with django_capture_on_commit_callbacks(execute=True):
+        first = deliver()[1]
+    time.sleep(0.1)
+    assert published(sent) == [] and handoff.flush()  # ...which a flush (a worker stopping) publishes
+    settings.AIEMAILY_WEBHOOK_HANDOFF_MS = 10
+    with django_capture_on_commit_callbacks(execute=True):
+        second = deliver()[1]
+    assert wait_published(sent, 2, timeout=5) == [(TASK, (accepted_ids([first]),)), (TASK, (accepted_ids([second]),))]
