@@ -79,6 +79,10 @@ _init_lock = threading.Lock()
 # of our sessions keep that login alive: a second instance joins the login only with the same PIN.
 _logged_in_with: dict[tuple[str, str], SecretStr] = {}
 _open_sessions: dict[tuple[str, str], int] = {}
+# How often each module has been re-initialised (C_Finalize + C_Initialize) in this process. Every
+# session opened before is gone then, and its handle number may already name someone else's new
+# session: an instance holding an older session opens a new one and never closes the old handle.
+_generation: dict[str, int] = {}
 
 
 def _load_module(module_path: str) -> Any:
@@ -89,12 +93,32 @@ def _load_module(module_path: str) -> Any:
             # The library's message includes the dlopen error: useful, and it holds no secret.
             raise KmsUnavailable(f"cannot load the PKCS#11 module {module_path}") from None
         if _initialised_in.get(module_path, os.getpid()) != os.getpid():
-            lib.reinitialize()
-            # A re-initialised module has no sessions and no login, whatever the parent had.
-            for login in [login for login in _open_sessions if login[0] == module_path]:
-                del _open_sessions[login]
+            _reinitialise_locked(lib, module_path)
         _initialised_in[module_path] = os.getpid()
         return lib
+
+
+def _reinitialise(module_path: str, *, seen: int) -> None:
+    """Re-initialise the module after a session failed, unless another instance has done so since
+    `seen` (the generation its failed session belonged to). It is how a PKCS#11 library drops a
+    link to its HSM that went away and connects afresh: SoftHSM2, like many network HSM clients,
+    does not see a token that left and came back until then."""
+    with _init_lock:
+        if _generation.get(module_path, 0) != seen:
+            return
+        try:
+            _reinitialise_locked(pkcs11.lib(module_path), module_path)
+        except p11.PKCS11Error as exc:
+            raise KmsUnavailable(f"cannot re-initialise the PKCS#11 module ({type(exc).__name__})") from None
+        _initialised_in[module_path] = os.getpid()
+
+
+def _reinitialise_locked(lib: Any, module_path: str) -> None:
+    lib.reinitialize()
+    # A re-initialised module has no sessions and no login, whatever it (or a parent) had.
+    for login in [login for login in _open_sessions if login[0] == module_path]:
+        del _open_sessions[login]
+    _generation[module_path] = _generation.get(module_path, 0) + 1
 
 
 def _version_id(version: int) -> bytes:
@@ -105,7 +129,13 @@ class Pkcs11Kms(KeyEncryptionService):
     """KEK versions labelled `key_label` on the token `token_label`, used through one logged-in session.
 
     `create=True` generates version 1 when no key with that label exists yet. The user PIN is held
-    only as a SecretStr (masked in any repr or log), to log in again in a forked worker child.
+    only as a SecretStr (masked in any repr or log), to log in again in a forked worker child and
+    after an outage.
+
+    An HSM that goes away (network down, token removed) fails the call under way with
+    KmsUnavailable, and that session is dropped: the next call re-initialises the module and logs
+    in afresh, so the process recovers by itself once the HSM is back. Nothing is kept or tried
+    in its place: without the HSM nothing is wrapped or unwrapped.
     """
 
     backend = "pkcs11"
@@ -118,6 +148,10 @@ class Pkcs11Kms(KeyEncryptionService):
         self._lock = threading.RLock()
         self._session: Any = None
         self._pid = 0
+        self._generation = 0
+        self._closed = False
+        # The generation of a session dropped after a failure: the next call must reconnect.
+        self._failed_generation: int | None = None
         # version -> key object handle, for unwrap (the hot path). Versions never change once
         # created, so a cached handle stays right until its object is deleted (handled below).
         self._handles: dict[int, Any] = {}
@@ -137,6 +171,19 @@ class Pkcs11Kms(KeyEncryptionService):
     # --- session -------------------------------------------------------------------------------
 
     def _open(self) -> None:
+        if self._failed_generation is None:
+            self._connect()
+            return
+        # Reconnecting after a failure: through a re-initialised module (see _reinitialise).
+        _reinitialise(self.module_path, seen=self._failed_generation)
+        try:
+            self._connect()
+        except KmsUnavailable:
+            # Still out of reach: the next call re-initialises again, the HSM may be back by then.
+            self._failed_generation = _generation.get(self.module_path, 0)
+            raise
+
+    def _connect(self) -> None:
         lib = _load_module(self.module_path)
         try:
             token = lib.get_token(token_label=self.token_label)
@@ -151,10 +198,13 @@ class Pkcs11Kms(KeyEncryptionService):
             except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked, p11.PinExpired):
                 raise self._login_refused() from None
             except p11.PKCS11Error as exc:
-                raise self._unavailable(exc) from None
+                raise KmsUnavailable(f"cannot log in to PKCS#11 token {self.token_label!r} "
+                                     f"({type(exc).__name__})") from None
             _logged_in_with[login] = self._pin
             _open_sessions[login] = _open_sessions.get(login, 0) + 1
+            generation = _generation.get(self.module_path, 0)
         self._session, self._pid, self._handles, self._login_key = session, os.getpid(), {}, login
+        self._generation, self._failed_generation = generation, None
 
     def _login(self, token: Any, login: tuple[str, str]) -> Any:
         if _open_sessions.get(login, 0) > 0:
@@ -171,31 +221,47 @@ class Pkcs11Kms(KeyEncryptionService):
     def _login_refused(self) -> KmsUnavailable:
         return KmsUnavailable(f"login to PKCS#11 token {self.token_label!r} refused (check the user PIN)")
 
-    def _unavailable(self, exc: Exception) -> KmsUnavailable:
+    def _unavailable(self, exc: Exception | None = None, message: str = "") -> KmsUnavailable:
+        """The error for a token that cannot be used now; the session it happened on is dropped."""
+        self._drop()
         # The PKCS#11 error class name (e.g. DeviceRemoved) is the diagnosis; it never holds data.
-        return KmsUnavailable(f"PKCS#11 token {self.token_label!r} unavailable ({type(exc).__name__})")
+        return KmsUnavailable(message or f"PKCS#11 token {self.token_label!r} unavailable ({type(exc).__name__})")
 
     def _current_session(self) -> Any:
-        if self._session is None:
+        if self._closed:
             raise KmsUnavailable("the PKCS#11 session is closed")
-        if self._pid != os.getpid():
-            # Forked child: the inherited session handle is meaningless here; log in afresh.
+        if self._session is None or self._pid != os.getpid() or self._generation != _generation.get(
+                self.module_path, 0):
+            # Dropped after a failure, or meaningless here (a forked child, or a module another
+            # instance re-initialised): log in afresh.
+            self._session = None
             self._open()
         return self._session
 
+    def _drop(self) -> None:
+        """Forget a session that failed; the next call reconnects (see _open)."""
+        if self._session is None:
+            return
+        self._release()
+        self._failed_generation, self._handles = self._generation, {}
+
+    def _release(self) -> None:
+        session, self._session = self._session, None
+        if session is None or self._pid != os.getpid() or self._generation != _generation.get(self.module_path, 0):
+            return  # not ours to close: its handle may now name another session
+        with _init_lock:
+            count = _open_sessions.get(self._login_key, 0)
+            if count > 0:
+                _open_sessions[self._login_key] = count - 1
+        try:
+            session.close()
+        except p11.PKCS11Error:
+            pass  # already gone (token removed, module finalised): nothing left to release
+
     def close(self) -> None:
         with self._lock:
-            session, self._session = self._session, None
-            if session is None or self._pid != os.getpid():
-                return
-            with _init_lock:
-                count = _open_sessions.get(self._login_key, 0)
-                if count > 0:
-                    _open_sessions[self._login_key] = count - 1
-            try:
-                session.close()
-            except p11.PKCS11Error:
-                pass  # already gone (token removed, module finalised): nothing left to release
+            self._closed = True
+            self._release()
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -213,11 +279,13 @@ class Pkcs11Kms(KeyEncryptionService):
         return keys
 
     def _key(self, version: int) -> Any:
+        self._current_session()  # a session that must be replaced takes its cached handles with it
         key = self._handles.get(version)
         if key is None:
             key = self._versions().get(version)
         if key is None:
-            raise KmsUnavailable(f"KEK {self.key_label!r} version {version} is not on token {self.token_label!r}")
+            raise self._unavailable(
+                message=f"KEK {self.key_label!r} version {version} is not on token {self.token_label!r}")
         return key
 
     def _generate(self, version: int) -> None:
@@ -236,7 +304,8 @@ class Pkcs11Kms(KeyEncryptionService):
         # made by another process is used at once; unwrap, the hot path, uses cached handles.
         versions = self._versions()
         if not versions:
-            raise KmsUnavailable(f"no key labelled {self.key_label!r} on PKCS#11 token {self.token_label!r}")
+            raise self._unavailable(
+                message=f"no key labelled {self.key_label!r} on PKCS#11 token {self.token_label!r}")
         version = max(versions)
         return version, versions[version]
 

@@ -75,6 +75,31 @@ def softhsm_token(base_dir: Path, *, label: str = "aiemaily-test", user_pin: str
 
 
 @contextmanager
+def softhsm_token_removed(token: SoftHsmToken) -> Iterator[None]:
+    """The token leaves its slot while the block runs, and comes back intact after it.
+
+    Stands for an HSM that goes away under a running process (a network HSM whose link drops) and
+    returns. The truest copy would be SoftHSM2 behind `p11-kit server` (a PKCS#11 module exported
+    over a socket, stopped and started again), but Debian 12's p11-kit (0.24.1) cannot carry
+    CKM_AES_GCM parameters over that socket (MechanismInvalid; support came in 0.25.0), and the
+    vault's KEK wraps with AES-GCM. So the token goes the way SoftHSM2 knows of: its folder leaves
+    the token directory (what `softhsm2-util --delete-token` removes), kept aside and put back.
+    Measured on a logged-in session: key handles turn invalid, key searches come back empty and
+    token lookups fail (GeneralError); once the folder is back, the process sees the token again
+    only after C_Finalize/C_Initialize, as network HSM clients often need after an outage.
+    """
+    tokens = token.conf.parent / "tokens"
+    away = token.conf.parent / "removed"
+    away.mkdir(exist_ok=True)
+    moved = [folder.rename(away / folder.name) for folder in list(tokens.iterdir())]
+    try:
+        yield
+    finally:
+        for folder in moved:
+            folder.rename(tokens / folder.name)
+
+
+@contextmanager
 def moto_server() -> Iterator[str]:
     """Run moto's KMS/S3 server in a thread on a free port; yield its endpoint URL."""
     from moto.server import ThreadedMotoServer

@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from scripts.prodsim import ProdSim
+from tests.harness.kms_fixtures import softhsm_token_removed
 from tests.harness.mailservers import sample_messages
 from tests.harness.processes import wait_for
 
@@ -437,7 +438,7 @@ def test_with_the_storage_kms_unreachable_nothing_is_stored_in_plaintext_and_it_
         assert body == {"status": "not ready"}
         # A new user's first mail needs a storage key wrapped by the KMS: the sync must fail, not
         # fall back to storing the body unencrypted or under a local key.
-        connection_id, user = site.connect_mailbox(sample_messages(3, malformed=False) + [message])
+        connection_id, _ = site.connect_mailbox(sample_messages(3, malformed=False) + [message])
         wait_for(lambda: any("mail.tasks.connection_sync" in sim[name].output(since_start=True)
                              and "EndpointConnectionError" in sim[name].output(since_start=True)
                              for name in ("worker-sync1", "worker-sync2")), timeout=120, interval=1,
@@ -494,3 +495,63 @@ def test_with_one_web_process_killed_nginx_keeps_serving_from_the_other(sim):
 
     # nginx retries a failed upstream after fail_timeout (10 s by default): back in the rotation.
     wait_for(web1_serves, timeout=60, interval=0.5, what="the restarted web process serving again")
+
+
+def vault_state(sim: ProdSim, connection_id: str) -> tuple[str, str, int]:
+    """(connection status, state of its IMAP password's Secret row, the owner's DEKs in the vault
+    database), read by PostgreSQL past RLS."""
+    with superuser(sim) as db:
+        status, owner_id, state = db.execute(
+            "SELECT c.status, c.owner_id, s.state FROM mail_connection c "
+            "JOIN secrets_vault_secret s ON s.id = c.imap_secret_id WHERE c.id = %s", [connection_id]).fetchone()
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{sim.ports['postgres']}/aiemaily_vault",
+                         autocommit=True) as vault:
+        deks = vault.execute("SELECT count(*) FROM secrets_vault_datakey WHERE owner_id = %s",
+                             [owner_id]).fetchone()[0]
+    return status, state, deks
+
+
+@pytest.mark.faults
+def test_with_the_hsm_gone_mid_run_no_secret_is_stored_without_it_and_the_vault_recovers_by_itself(sim):
+    # worker-vault holds a logged-in HSM session before the HSM goes: a first user's mailbox uses it.
+    first = Site(sim).sign_up()
+    first_id, _ = first.connect_mailbox(sample_messages(2, malformed=False))
+    wait_synced(sim, first_id, 2, timeout=120)
+    vault = sim["worker-vault"]
+    vault_pid = vault.process.pid
+    site = Site(sim).sign_up()
+    vault.mark()
+    # Celery's retry line, as the JSON log writes it: ...retry: Retry in 2s: KmsUnavailable(\"reason\")
+    retries = re.compile(r'leases_issue\[[0-9a-f-]+\] retry: Retry in \d+s: KmsUnavailable\(\\?"(.*?)\\?"\)')
+    with softhsm_token_removed(sim.hsm):
+        # A new user's password must be encrypted under a new DEK, which only the HSM can wrap: the
+        # vault refuses to store it any other way (no local key, no plaintext) and retries.
+        connection_id, _ = site.connect_mailbox(sample_messages(3, malformed=False))
+        try:
+            wait_for(lambda: len(retries.findall(vault.output(since_start=True))) >= 2, timeout=60, interval=0.5,
+                     what="the vault to fail twice on the missing HSM (the second time through a fresh session)")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; worker-vault:\n" + vault.output(since_start=True)[-3000:]) from None
+        reasons = set(retries.findall(vault.output(since_start=True)))
+        # Clear and non-secret: which token, and that it cannot be reached or holds no usable KEK.
+        assert reasons and all(sim.hsm.token_label in reason for reason in reasons), reasons
+        # What the user sees: the mailbox is still connecting (not an error: the vault will retry).
+        assert site.api("GET", f"connections/{connection_id}").json()["status"] == "pending"
+        assert vault_state(sim, connection_id) == ("pending", "pending", 0)
+        assert stored(sim, connection_id) == (0, 0)
+        assert list(sim.root.rglob("kek-v*.key")) == []  # no local KEK made to stand in for the HSM
+        # Web neither holds nor needs the vault's KEK (aiemaily/ops/readiness.py): still ready.
+        assert ready(sim) == (200, {"status": "ready"})
+    # The same worker-vault, not restarted, gets through to the HSM again on a retry of the same task.
+    try:
+        wait_synced(sim, connection_id, 3, timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; worker-vault:\n" + vault.output(since_start=True)[-3000:]) from None
+    assert vault.running and vault.process.pid == vault_pid
+    assert vault_state(sim, connection_id) == ("active", "stored", 1)
+    assert site.api("GET", f"connections/{connection_id}").json()["status"] == "active"
+    # Neither the HSM PIN nor the mailbox password ever reached a log, failure or not.
+    for log_file in sim.logs.glob("*.log"):
+        text = log_file.read_text(errors="replace")
+        assert sim.hsm.user_pin not in text, log_file.name
+        assert sim.dovecot.password not in text, log_file.name

@@ -23,7 +23,7 @@ from secrets_vault.kms import (
     kms_from_settings,
 )
 from secrets_vault.kms.local import LocalKms
-from tests.harness.kms_fixtures import free_port, moto_server, softhsm_token
+from tests.harness.kms_fixtures import free_port, moto_server, softhsm_token, softhsm_token_removed
 
 pytestmark = pytest.mark.claim("envelope-encryption")
 
@@ -303,6 +303,31 @@ def test_pkcs11_login_is_shared_per_process_but_the_pin_is_still_checked(hsm_kms
         wrapped = second.wrap(dek, context=OWNER)
     # Closing the second instance must not log the first one out.
     assert hsm_kms.unwrap(wrapped, context=OWNER) == dek
+
+
+def test_pkcs11_token_gone_mid_run_fails_clearly_and_the_same_instance_recovers_when_it_returns(
+        hsm_kms, softhsm):
+    # Two instances in one process, both logged in with cached key handles, as before any outage.
+    settings = {"backend": "pkcs11", "module": softhsm.module, "token_label": softhsm.token_label,
+                "user_pin": softhsm.user_pin, "key_label": f"kek-{uuid.uuid4().hex[:12]}", "create": True}
+    dek = crypto.generate_key()
+    with kms_from_settings(settings) as other:
+        wrapped, other_wrapped = hsm_kms.wrap(dek, context=OWNER), other.wrap(dek, context=OWNER)
+        assert hsm_kms.unwrap(wrapped, context=OWNER) == dek
+        with softhsm_token_removed(softhsm):
+            # Every call fails as unavailable (retry later), the first on the open session and the
+            # next ones through a re-initialised module: never a result, never the PIN in the message.
+            for _ in range(3):
+                for call in (lambda: hsm_kms.unwrap(wrapped, context=OWNER),
+                             lambda: hsm_kms.wrap(dek, context=OWNER)):
+                    with pytest.raises(KmsUnavailable) as caught:
+                        call()
+                    assert softhsm.token_label in str(caught.value)
+                    assert softhsm.user_pin not in str(caught.value)
+        # Back: the same instances work again, without being rebuilt; a wrap made now opens too.
+        assert hsm_kms.unwrap(wrapped, context=OWNER) == dek
+        assert hsm_kms.unwrap(hsm_kms.wrap(dek, context=OWNER), context=OWNER) == dek
+        assert other.unwrap(other_wrapped, context=OWNER) == dek  # its session was re-initialised away
 
 
 def test_local_key_files_are_private_and_versioned(tmp_path):
