@@ -16,7 +16,7 @@ AIEMAILY_WEBHOOK_FAILURE_WINDOW_SECONDS = env_int("AIEMAILY_WEBHOOK_FAILURE_WIND
 # Accepted deliveries are handed to the workers in batches, published by a relay thread at most this
 # many milliseconds after their ledger row committed (aiemaily/webhooks/handoff.py); 0 publishes one
 # message per delivery on the request thread.
-AIEMAILY_WEBHOOK_HANDOFF_MS = env_int("AIEMAILY_WEBHOOK_HANDOFF_MS", 10)
+AIEMAILY_WEBHOOK_HANDOFF_MS = env_int("AIEMAILY_WEBHOOK_HANDOFF_MS", 25)
 # Stripe endpoint signing secrets (whsec_…), comma-separated: list old and new while rolling one.
 STRIPE_WEBHOOK_SECRETS = [item.strip() for item in (env_secret("STRIPE_WEBHOOK_SECRETS") or "").split(",")
                           if item.strip()]

@@ -59,19 +59,26 @@ class Recorded:
     accepted: bool  # True only for the first copy: process it. False: a replay, already recorded.
 
 
+_insert_statements: dict[str, str] = {}
+
+
 def _insert_unless_duplicate(row: WebhookDelivery) -> bool:
     """INSERT … ON CONFLICT DO NOTHING RETURNING: True when the row went in, False on a duplicate.
 
     One statement, where a savepoint around a plain INSERT costs three round trips: this runs on
-    every delivery. Identifiers come from the model's own metadata, quoted by the backend; every
-    value is a parameter. PostgreSQL and SQLite (3.35+) both speak this form, and both honour the
-    partial unique index as the conflict.
+    every delivery. Identifiers come from the model's own metadata, quoted by the backend (the
+    statement is made once per database); every value is a parameter. PostgreSQL and SQLite (3.35+)
+    both speak this form, and both honour the partial unique index as the conflict.
     """
     connection = connections[WebhookDelivery.objects.db]
-    quote, fields = connection.ops.quote_name, WebhookDelivery._meta.concrete_fields
-    statement = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING {}".format(  # noqa: S608
-        quote(WebhookDelivery._meta.db_table), ", ".join(quote(f.column) for f in fields),
-        ", ".join(["%s"] * len(fields)), quote(WebhookDelivery._meta.pk.column))
+    fields = WebhookDelivery._meta.concrete_fields
+    statement = _insert_statements.get(connection.alias)
+    if statement is None:
+        quote = connection.ops.quote_name
+        statement = _insert_statements[connection.alias] = (
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING {}".format(  # noqa: S608
+                quote(WebhookDelivery._meta.db_table), ", ".join(quote(f.column) for f in fields),
+                ", ".join(["%s"] * len(fields)), quote(WebhookDelivery._meta.pk.column)))
     with connection.cursor() as cursor:
         cursor.execute(statement, [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields])
         return cursor.fetchone() is not None

@@ -14,6 +14,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from aiemaily.celery import app as celery_app
 from aiemaily.ownership.binding import owner_scope
 from mail import blobstore
 from mail.models import Connection, LegacyStorageKey
@@ -53,6 +54,8 @@ def _delete_account(user, monkeypatch, django_capture_on_commit_callbacks):
         with django_capture_on_commit_callbacks(execute=True):
             response = client.delete("/api/v1/account", {"password": DEFAULT_PASSWORD}, format="json")
     assert response.status_code == 202
+    # Web queues these tasks by name; a worker has imported every task module before it runs one.
+    celery_app.loader.import_default_modules()
     return chain(*sent[0].tasks).apply()
 
 
