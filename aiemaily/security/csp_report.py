@@ -18,13 +18,13 @@ import logging
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from aiemaily.security.client_ip import client_ip
+from aiemaily.security.window_count import count_in_window
 
 logger = logging.getLogger("aiemaily.security.csp")
 
@@ -85,16 +85,7 @@ def _violations(content_type: str, payload: object) -> list[dict]:
 
 
 def _over_limit(ip: str) -> bool:
-    key = f"csp-report:{ip}"
-    window = settings.AIEMAILY_CSP_REPORT_RATE_WINDOW_SECONDS
-    if cache.add(key, 1, timeout=window):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=window)
-            count = 1
+    count = count_in_window(f"csp-report:{ip}", settings.AIEMAILY_CSP_REPORT_RATE_WINDOW_SECONDS)
     return count > settings.AIEMAILY_CSP_REPORT_RATE_LIMIT
 
 

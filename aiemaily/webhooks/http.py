@@ -24,12 +24,12 @@ import time
 from functools import wraps
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from aiemaily.security import window_count
 from aiemaily.security.client_ip import client_ip
 from aiemaily.webhooks.models import Verdict
 
@@ -99,16 +99,8 @@ def _remember_over_budget(provider: str, ip: str, window: int) -> None:
 def count_failure(provider: str, ip: str) -> bool:
     """Count one failed delivery from `ip`. True when that took the address past its budget: then answer
     429 and record nothing (the address is remembered here for the window)."""
-    key, window = _failure_key(provider, ip), settings.AIEMAILY_WEBHOOK_FAILURE_WINDOW_SECONDS
-    limit = settings.AIEMAILY_WEBHOOK_FAILURE_LIMIT
-    if cache.add(key, 1, timeout=window):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=window)
-            count = 1
+    window, limit = settings.AIEMAILY_WEBHOOK_FAILURE_WINDOW_SECONDS, settings.AIEMAILY_WEBHOOK_FAILURE_LIMIT
+    count = window_count.count_in_window(_failure_key(provider, ip), window)
     if count == limit:
         logger.warning("webhook failures from one address reached the limit; answering 429 for the window",
                        extra={"event": "webhook_throttled", "provider": provider, "client_ip": ip})

@@ -22,7 +22,8 @@ from django.test import Client
 from django.utils import timezone
 
 from aiemaily.celery import app as celery_app
-from aiemaily.webhooks import handoff, http
+from aiemaily.security import window_count
+from aiemaily.webhooks import handoff
 from aiemaily.webhooks.models import WebhookDelivery
 from aiemaily.webhooks.services import delivery_accept, subscription_store
 from billing.tasks import stripe_event_sweep
@@ -168,7 +169,7 @@ def test_a_genuine_delivery_never_touches_the_shared_failure_count(sent, monkeyp
         def __getattr__(self, name):
             raise AssertionError(f"the failure count was consulted ({name})")
 
-    monkeypatch.setattr(http, "cache", Unreachable())
+    monkeypatch.setattr(window_count, "cache", Unreachable())
     with django_capture_on_commit_callbacks(execute=True):
         status, event_id = deliver(ip=f"2001:db8:9::{uuid.uuid4().hex[:4]}")
     assert status == 200 and len(accepted_ids([event_id])) == 1
@@ -186,7 +187,7 @@ def test_an_address_past_its_budget_is_answered_from_memory(settings, sent, monk
         def __getattr__(self, name):
             raise AssertionError(f"the failure count was consulted ({name})")
 
-    monkeypatch.setattr(http, "cache", Unreachable())
+    monkeypatch.setattr(window_count, "cache", Unreachable())
     assert deliver(attacker, forged)[0] == 429
     assert deliver(attacker)[0] == 429  # for the window, even a genuine signature from there
     assert verdicts.count() == 2 and published(sent) == []

@@ -13,8 +13,12 @@ from django.conf import settings
 from django.db import connections
 from rest_framework.test import APIClient
 
+# Web queues the deletion chain's tasks by name; a worker has imported their modules before it runs one
+# (imported here, not through Celery's loader, which sets Django up again and so drops caplog's handler).
+import billing.tasks  # noqa: F401
+import mail.tasks  # noqa: F401
+import secrets_vault.tasks  # noqa: F401
 from accounts.models import User
-from aiemaily.celery import app as celery_app
 from aiemaily.ownership.binding import owner_scope
 from mail import blobstore
 from mail.models import Connection, LegacyStorageKey
@@ -54,8 +58,6 @@ def _delete_account(user, monkeypatch, django_capture_on_commit_callbacks):
         with django_capture_on_commit_callbacks(execute=True):
             response = client.delete("/api/v1/account", {"password": DEFAULT_PASSWORD}, format="json")
     assert response.status_code == 202
-    # Web queues these tasks by name; a worker has imported every task module before it runs one.
-    celery_app.loader.import_default_modules()
     return chain(*sent[0].tasks).apply()
 
 
