@@ -20,6 +20,7 @@ the failures under the limit cost little. Volume floods from many addresses are 
 """
 
 import logging
+import threading
 import time
 from functools import wraps
 
@@ -72,8 +73,10 @@ def _failure_key(provider: str, ip: str) -> str:
 
 
 # (provider, address) -> monotonic time its window ends: the addresses this process found over budget.
-# Bounded, so an attacker rotating through addresses cannot grow it without limit.
+# Bounded, so an attacker rotating through addresses cannot grow it without limit. Written under a lock:
+# a threaded worker pruning it while another thread adds would otherwise fail mid-iteration.
 _over_budget: dict[tuple[str, str], float] = {}
+_over_budget_lock = threading.Lock()
 _OVER_BUDGET_MAX = 10_000
 
 
@@ -90,10 +93,11 @@ def throttled(provider: str, ip: str) -> bool:
 
 def _remember_over_budget(provider: str, ip: str, window: int) -> None:
     now = time.monotonic()
-    if len(_over_budget) >= _OVER_BUDGET_MAX:
-        for key in [key for key, until in _over_budget.items() if until <= now] or list(_over_budget)[:1]:
-            _over_budget.pop(key, None)
-    _over_budget[(provider, ip)] = now + window
+    with _over_budget_lock:
+        if len(_over_budget) >= _OVER_BUDGET_MAX:
+            for key in [key for key, until in _over_budget.items() if until <= now] or list(_over_budget)[:1]:
+                _over_budget.pop(key, None)
+        _over_budget[(provider, ip)] = now + window
 
 
 def count_failure(provider: str, ip: str) -> bool:
