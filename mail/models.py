@@ -9,6 +9,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
+from aiemaily import bulk_insert
 from aiemaily.ownership.models import OwnedManager, OwnedModel, OwnedQuerySet
 from mail import metadata
 from secrets_vault.models import WrappedKeyRecord
@@ -162,12 +163,17 @@ class MessageManager(OwnedManager.from_queryset(DelegatedQuerySet)):
         objs = list(objs)
         for row in objs:
             metadata.seal_pending(row)
-        created = super().bulk_create(objs, *args, **kwargs)
+        inserted = None
+        if not args and kwargs.keys() <= {"ignore_conflicts"} and kwargs.get("ignore_conflicts"):
+            inserted = bulk_insert.insert_new(self.model, objs, using=self.db)  # None: not PostgreSQL
+        created = objs if inserted is not None else super().bulk_create(objs, *args, **kwargs)
         by_owner: dict = {}
         for row in objs:
             by_owner.setdefault(row.owner_id, []).append(row)
         for owner_id, rows in by_owner.items():
-            if kwargs.get("ignore_conflicts"):
+            if inserted is not None:
+                rows = [r for r in rows if r.pk in inserted]
+            elif kwargs.get("ignore_conflicts"):
                 there = set(self.get_queryset().for_owner(owner_id).filter(
                     pk__in=[r.pk for r in rows]).values_list("pk", flat=True))
                 rows = [r for r in rows if r.pk in there]
