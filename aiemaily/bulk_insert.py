@@ -8,10 +8,10 @@ the same short text for every batch, values adapted by psycopg's C dumpers. `ON 
 NOTHING RETURNING pk` also says which rows were new, where bulk_create(ignore_conflicts=True)
 needs a second query to find out.
 
-Only for tables without array-typed columns (unnest would flatten them).
+An array-typed column goes as the text of its literals (unnest would flatten an array of arrays).
 """
 
-from django.db import connections
+from django.db import connections, models
 
 
 def insert_new(model, objs: list, using: str = "default") -> set | None:
@@ -26,18 +26,29 @@ def insert_new(model, objs: list, using: str = "default") -> set | None:
     meta = model._meta
     fields = [f for f in meta.local_concrete_fields if not f.generated]
     quote = connection.ops.quote_name
-    columns = []
-    for field in fields:
+    arrays, casts, selected = [], [], []
+    for n, field in enumerate(fields):
         db_type = field.db_type(connection)
-        if db_type is None or db_type.endswith("]"):
-            raise ValueError(f"{meta.label}.{field.name}: no array form for unnest")
-        columns.append(db_type)
-    arrays = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs] for field in fields]
+        if db_type is None:
+            raise ValueError(f"{meta.label}.{field.name}: no column type")
+        values = _column(field, objs, connection)
+        if db_type.endswith("]"):
+            # unnest() would flatten an array of arrays: such a column travels as the text of each
+            # array literal and is cast back row by row.
+            if any(v is not None and not isinstance(v, str) for v in values):
+                raise ValueError(f"{meta.label}.{field.name}: an array column needs its literal text")
+            casts.append("%s::text[]")
+            selected.append(f"c{n}::{db_type}")
+        else:
+            casts.append(f"%s::{db_type}[]")
+            selected.append(f"c{n}")
+        arrays.append(values)
     # Only names and types from the model's own definition go into the text; every value is a parameter.
     table, pk = quote(meta.db_table), quote(meta.pk.column)
     names = ", ".join(quote(f.column) for f in fields)
-    unnest = ", ".join(f"%s::{db_type}[]" for db_type in columns)
-    sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({unnest}) ON CONFLICT DO NOTHING RETURNING {pk}"  # noqa: S608
+    aliases = ", ".join(f"c{n}" for n in range(len(fields)))
+    sql = (f"INSERT INTO {table} ({names}) SELECT {', '.join(selected)} "  # noqa: S608
+           f"FROM unnest({', '.join(casts)}) AS u({aliases}) ON CONFLICT DO NOTHING RETURNING {pk}")
     with connection.cursor() as cursor:
         cursor.execute(sql, arrays)
         inserted = {row[0] for row in cursor.fetchall()}
@@ -45,3 +56,11 @@ def insert_new(model, objs: list, using: str = "default") -> set | None:
         obj._state.adding = False
         obj._state.db = using
     return inserted
+
+
+def _column(field, objs: list, connection) -> list:
+    if isinstance(field, models.BinaryField):
+        # bytes go to psycopg as they are; Django's per-value Binary() wrapper cost more than the
+        # rest of a row's preparation.
+        return [field.pre_save(obj, True) for obj in objs]
+    return [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objs]

@@ -60,8 +60,12 @@ class LocalObjectStorage(FileSystemStorage):
             os.makedirs(parent, mode=0o700, exist_ok=True)
             self._made.add(parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a signal, a full pipe-like target)
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
 
 def objects() -> OwnedStorage:

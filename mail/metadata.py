@@ -20,7 +20,7 @@ import logging
 import uuid
 
 from mail import blobstore, metadata_keys, search_index
-from secrets_vault.crypto import CiphertextError, cipher, decrypt_with_cipher, encrypt, parse_header
+from secrets_vault.crypto import CiphertextError, cipher, decrypt_with_cipher, encrypt_with_cipher, parse_header
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +77,18 @@ def field_aad(owner_id, row_id, field: str, spec: Sealed = MESSAGE) -> bytes:
             f'"purpose":"{spec.purpose}"}}').encode()
 
 
-def seal_value(owner_id, row_id, field: str, data: bytes, spec: Sealed = MESSAGE) -> bytes:
+def seal_value(owner_id, row_id, field: str, data: bytes, spec: Sealed = MESSAGE, *,
+               sealer: tuple | None = None) -> bytes:
+    """Seal one column's value. `sealer` (from field_sealer) lets a row's fields share one key
+    look-up and one AES key schedule."""
+    version, aead = sealer or field_sealer(owner_id)
+    return encrypt_with_cipher(aead, data, aad=field_aad(owner_id, row_id, field, spec), key_version=version)
+
+
+def field_sealer(owner_id) -> tuple:
+    """(active key version, cipher) of the owner's metadata-fields key."""
     version, key = metadata_keys.user_key(owner_id, metadata_keys.MetadataKey.Purpose.FIELDS)
-    return encrypt(key, data, aad=field_aad(owner_id, row_id, field, spec), key_version=version)
+    return version, cipher(key)
 
 
 def open_value(owner_id, row_id, field: str, sealed: bytes, *, keys: dict | None = None,
@@ -168,8 +177,9 @@ def seal_all(row, values: dict) -> list[str]:
     if spec is MESSAGE:
         row.__dict__["_search_terms"] = search_index.message_terms(row.owner_id, subject=values["subject"],
                                                                    sender=values["from_addr"])
+    sealer = field_sealer(row.owner_id)
     for field, (column, legacy, kind) in spec.fields.items():
-        sealed = seal_value(row.owner_id, row.pk, field, _encode(kind, values[field]), spec)
+        sealed = seal_value(row.owner_id, row.pk, field, _encode(kind, values[field]), spec, sealer=sealer)
         setattr(row, column, sealed)
         written.append(column)
         if legacy:

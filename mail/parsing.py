@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from aiemaily.security.sanitise import sanitise_email_html
 
 _SPACE = re.compile(r"\s+")
+_TAG = re.compile(r"<[^>]+>")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)\s+(=\?)")
 _ADDRESS_SPECIALS = re.compile(r'[()<>@,;:\\".\[\]]')
@@ -275,7 +276,7 @@ def _parse(raw: bytes) -> Parsed:
     except Exception as exc:  # noqa: BLE001
         plain, html = "", ""
         result.parse_error = result.parse_error or f"body unreadable: {type(exc).__name__}"
-    result.snippet = _snippet(plain or re.sub(r"<[^>]+>", " ", html))
+    result.snippet = _snippet(plain) if plain else _snippet(html, html=True)
     for name in ("message_id", "subject", "from_addr", "to_addrs", "cc_addrs", "in_reply_to", "references",
                  "snippet"):
         setattr(result, name, _without_nul(getattr(result, name)))
@@ -305,8 +306,23 @@ def _without_nul(value):
     return value
 
 
-def _snippet(text: str) -> str:
-    return _SPACE.sub(" ", text).strip()[:200]
+def _snippet(text: str, *, html: bool = False) -> str:
+    """The first 200 characters of `text` with its whitespace collapsed (and, `html`, its tags
+    dropped). Only as much of a long body is read as those 200 need: collapsing a whole body cost
+    more than parsing the message. The result is the same as from the whole text."""
+    size = 1024
+    while True:
+        prefix = text[:size]
+        if html and size < len(text):
+            # A tag the cut splits starts at the first "<" after the last ">": read it from a longer prefix.
+            opened = prefix.find("<", prefix.rfind(">") + 1)
+            prefix = prefix[:opened] if opened != -1 else prefix
+        if html:
+            prefix = _TAG.sub(" ", prefix)
+        snippet = _SPACE.sub(" ", prefix).strip()
+        if len(snippet) >= 200 or size >= len(text):
+            return snippet[:200]
+        size *= 4
 
 
 def body_parts(raw: bytes) -> dict:

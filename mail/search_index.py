@@ -30,6 +30,7 @@ import unicodedata
 from django.conf import settings
 from django.db import models
 
+from aiemaily import bulk_insert
 from aiemaily.ownership.models import OwnedModel
 from mail import metadata_keys
 
@@ -196,7 +197,7 @@ def rows_write(messages, *, replace: bool) -> int:
     if replace:
         MessageTerms.objects.bulk_create(rows, update_conflicts=True, unique_fields=["message"],
                                          update_fields=["terms"])
-    else:
+    elif bulk_insert.insert_new(MessageTerms, rows) is None:  # None: not PostgreSQL
         MessageTerms.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
 

@@ -16,6 +16,8 @@ transaction bound to the owner.
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 
 from django.db import DatabaseError
@@ -176,6 +178,23 @@ def _apply_expunges(owner_id, folder: Folder, server_uids: set[int]) -> int:
     return len(gone)
 
 
+def _prefetched(client, batches: list[list[int]]):
+    """client.fetch(batch) for each batch in turn, the next one fetched on a thread while the caller
+    stores this one: the server's work and the transfer overlap ours (an initial sync is otherwise
+    idle while Dovecot reads and sends a batch). One batch ahead at most, and the IMAP connection is
+    only ever used by one thread at a time: the caller does not touch it until the loop is over."""
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-prefetch") as pool:
+        pending = pool.submit(client.fetch, batches[0], FETCH_ITEMS)
+        for following in [*batches[1:], None]:
+            fetched = pending.result()
+            pending = pool.submit(client.fetch, following, FETCH_ITEMS) if following is not None else None
+            yield fetched
+        # Leaving early (the caller failed): the `with` waits for a fetch still running before the
+        # connection is used again or closed.
+
+
 def sync_folder(client, owner_id, connection: Connection, folder: Folder, progress: Progress, condstore: bool) -> None:
     info = client.select_folder(folder.name, readonly=True)
     uidvalidity = int(info[b"UIDVALIDITY"])
@@ -196,12 +215,12 @@ def sync_folder(client, owner_id, connection: Connection, folder: Folder, progre
                                              if u > folder.last_uid)
     progress.total += len(new_uids)
     _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
-    for start in range(0, len(new_uids), BATCH):
-        batch = new_uids[start:start + BATCH]
-        fetched = client.fetch(batch, FETCH_ITEMS)
-        if fetched:
-            progress.done += _store_batch(owner_id, connection, folder, uidvalidity, fetched)
-        _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
+    batches = [new_uids[start:start + BATCH] for start in range(0, len(new_uids), BATCH)]
+    with closing(_prefetched(client, batches)) as fetches:  # closed (and its thread joined) on any exit
+        for fetched in fetches:
+            if fetched:
+                progress.done += _store_batch(owner_id, connection, folder, uidvalidity, fetched)
+            _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
 
     if folder.highestmodseq and modseq and modseq != folder.highestmodseq:
         # CONDSTORE: only the messages whose mod-sequence moved (SEARCH MODSEQ, RFC 7162).

@@ -248,3 +248,36 @@ def test_sync_endpoint_queues_for_active_imap_only(connected, django_capture_on_
     with owner_scope(client.user):
         Connection.objects.for_owner(client.user).filter(pk=connection.pk).update(status="error")
     assert client.post(f"/api/v1/connections/{connection.pk}/sync").status_code == 400
+
+
+def test_a_connection_lost_while_the_next_batch_is_fetched_keeps_what_was_stored(connected, dovecot, monkeypatch):
+    """The next batch is fetched on a thread while this one is stored: a fetch that fails there
+    fails the sync with the batches before it committed (and the cursor with them), and the
+    next sync fetches only the rest."""
+    import imapclient
+
+    client, connection, user = connected
+    dovecot.seed(user, sample_messages(700, malformed=False))
+    monkeypatch.setattr(sync_imap, "BATCH", 200)
+    real_fetch = imapclient.IMAPClient.fetch
+    fetched_batches = []
+
+    def drop_on_third_batch(self, messages, data, *args, **kwargs):
+        if data == sync_imap.FETCH_ITEMS:
+            fetched_batches.append(list(messages))
+            if len(fetched_batches) == 3:
+                raise imapclient.exceptions.IMAPClientAbortError("connection lost")
+        return real_fetch(self, messages, data, *args, **kwargs)
+
+    monkeypatch.setattr(imapclient.IMAPClient, "fetch", drop_on_third_batch)
+    assert _sync(client, connection)["status"] == "error"
+    stored = _messages(client.user)
+    assert len(stored) == 400 and [m.uid for m in stored] == sorted(fetched_batches[0] + fetched_batches[1])
+    with owner_scope(client.user):
+        assert Folder.objects.for_owner(client.user).get(name="INBOX").last_uid == max(fetched_batches[1])
+
+    fetched_batches.clear()
+    monkeypatch.setattr(imapclient.IMAPClient, "fetch", real_fetch)
+    _sync(client, connection)
+    rows = _messages(client.user)
+    assert len(rows) == 700 and len({r.uid for r in rows}) == 700
