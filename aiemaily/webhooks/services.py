@@ -85,6 +85,51 @@ def _insert_unless_duplicate(row: WebhookDelivery) -> bool:
         return cursor.fetchone() is not None
 
 
+# The registry columns a route decides on, each compared with what the route read, in
+# `delivery_accept_if_current`: `expires_at` last, as `IS NULL` or `= %s` (two statements).
+_CURRENT_FIELDS = ("id", "account_id", "connection_id", "secret_hash", "expires_at")
+_current_statements: dict[tuple[str, bool], str] = {}
+
+
+def delivery_accept_if_current(*, provider: str, channel: WebhookSubscription, delivery_id: str,
+                               kind: str = "") -> Recorded | None:
+    """Accept a delivery for `channel` *as the route read it*, in one statement: the ledger row goes
+    in only if the registry still holds exactly that row (same id, owner, mailbox, secret hash and
+    expiry) and this is the first copy. None when nothing went in, for either reason (a replay, or
+    the channel renewed, retired, re-keyed or deleted since it was read): the caller reads the
+    channel again and decides on it as it is now (`delivery_accept` then tells a replay).
+
+    This is what lets a route decide on a channel held in process memory
+    (selectors.subscription_route_cached) without ever acting on an out-of-date one: the check that
+    it is current is in the same statement as the write, so it costs no round trip of its own. The
+    statement compares the registry with itself (the values the route read); what the sender
+    presented was compared before, in constant time, by the route.
+    """
+    connection = connections[WebhookDelivery.objects.db]
+    row = _accepted_row(provider=provider, delivery_id=delivery_id, kind=kind, account_id=channel.account_id)
+    fields = WebhookDelivery._meta.concrete_fields
+    current = [WebhookSubscription._meta.get_field(name) for name in _CURRENT_FIELDS]
+    no_expiry = channel.expires_at is None
+    statement = _current_statements.get((connection.alias, no_expiry))
+    if statement is None:
+        quote = connection.ops.quote_name
+        conditions = [f"{quote(f.column)} = %s" for f in current[:-1]]
+        conditions.append(f"{quote(current[-1].column)} IS NULL" if no_expiry else f"{quote(current[-1].column)} = %s")
+        statement = _current_statements[(connection.alias, no_expiry)] = (
+            "INSERT INTO {} ({}) SELECT {} WHERE EXISTS (SELECT 1 FROM {} WHERE {}) "  # noqa: S608
+            "ON CONFLICT DO NOTHING RETURNING {}".format(
+                quote(WebhookDelivery._meta.db_table), ", ".join(quote(f.column) for f in fields),
+                ", ".join(["%s"] * len(fields)), quote(WebhookSubscription._meta.db_table), " AND ".join(conditions),
+                quote(WebhookDelivery._meta.pk.column)))
+    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+    compared = current[:-1] if no_expiry else current
+    params += [f.get_db_prep_value(getattr(channel, f.attname), connection) for f in compared]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        inserted = cursor.fetchone() is not None
+    return _recorded(row, inserted=True) if inserted else None
+
+
 def _accepted_row(*, provider: str, delivery_id: str, kind: str, account_id, **fields) -> WebhookDelivery:
     delivery_id, kind = clean_id(delivery_id), clean_id(kind)[:64]
     if not delivery_id:
@@ -133,15 +178,18 @@ def push_record(*, provider: str, external_id: str, delivery_id: str, kind: str,
     settled at once (`processed_at` set): a sync from a cursor at or past it is queued already.
 
     The three writes commit together or not at all. On PostgreSQL they are one statement in
-    autocommit (see `_push_statement`): one round trip where the lookup, BEGIN, insert, UPDATE and
+    autocommit (see `_PUSH_SQL`): one round trip where the lookup, BEGIN, insert, UPDATE and
     COMMIT were five, most of a push's cost on the web worker (benchmarks/bench_webhooks.py).
     Elsewhere (the embedded SQLite default) the same steps run one by one in a transaction.
     """
     now = now or timezone.now()
     connection = connections[WebhookDelivery.objects.db]
-    if connection.vendor == "postgresql":
-        return _push_record_in_one_statement(connection, provider=provider, external_id=external_id,
-                                             delivery_id=delivery_id, kind=kind, position=position, now=now)
+    record = _push_record_in_one_statement if connection.vendor == "postgresql" else _push_record_in_steps
+    return record(connection, provider=provider, external_id=external_id, delivery_id=delivery_id, kind=kind,
+                  position=position, now=now)
+
+
+def _push_record_in_steps(connection, *, provider, external_id, delivery_id, kind, position, now) -> PushRecorded:
     with transaction.atomic(using=connection.alias):
         channel = subscription_by_external_id(provider=provider, external_id=external_id)
         if channel is None or _expired(channel, now):
@@ -195,7 +243,8 @@ FROM sub
 """
 
 
-def _push_record_in_one_statement(connection, *, provider, external_id, delivery_id, kind, position, now):
+def _push_record_in_one_statement(connection, *, provider, external_id, delivery_id, kind, position,
+                                  now) -> PushRecorded:
     statement = _push_statements.get(connection.alias)
     if statement is None:
         quote = connection.ops.quote_name
@@ -301,6 +350,6 @@ def subscription_advance_cursor(*, subscription_id, position: int) -> bool:
 
 
 __all__ = ["Provider", "PushRecorded", "Recorded", "Verdict", "address_digest", "clean_id", "delivery_accept",
-           "delivery_claim", "delivery_reject", "push_record", "secret_digest", "secret_matches",
-           "subscription_advance_cursor", "subscription_forget", "subscription_purge_retired", "subscription_renewed",
-           "subscription_retire", "subscription_store"]
+           "delivery_accept_if_current", "delivery_claim", "delivery_reject", "push_record", "secret_digest",
+           "secret_matches", "subscription_advance_cursor", "subscription_forget", "subscription_purge_retired",
+           "subscription_renewed", "subscription_retire", "subscription_store"]
