@@ -18,8 +18,10 @@ What a webhook route still gets, here or above:
   only on commit; a 5xx answer rolls it back. No owner is bound: the ledger and registry are system
   tables, and an unbound transaction sees no owned row at all (the same as binding nobody).
   A view marked `webhook_endpoint(atomic=False)` runs in autocommit, two round trips fewer: Stripe's
-  (every outcome is one INSERT, and its hand-off follows that INSERT's commit either way) and
-  Graph's (which opens its own transaction for a batch of more than one item).
+  (every outcome is one INSERT, and its hand-off follows that INSERT's commit either way), Gmail's
+  (an accepted push's lookup, ledger row and cursor move are one statement on PostgreSQL, and a
+  transaction of their own elsewhere) and Graph's (which opens its own transaction for a batch of
+  more than one item).
 - no CORS headers: CORS_URLS_REGEX never matches /webhooks/, and this path adds none.
 
 Only views marked by `webhook_endpoint` take this path, found by the normal URL resolver; any other

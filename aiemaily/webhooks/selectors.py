@@ -63,10 +63,42 @@ def subscription_by_external_id(*, provider: str, external_id: str) -> WebhookSu
     return WebhookSubscription.from_db(connection.alias, list(_ROUTE_FIELDS), values)
 
 
+# (provider, external id) -> the channel as last read by this process: what `subscription_route_cached`
+# answers from. Only rows that exist are held (an unknown id is looked up every time, so a channel
+# created a moment ago is found at once), and at most _ROUTE_CACHE_MAX of them (only ids the registry
+# holds can get in, and the whole map is dropped when full: cheap, and the next delivery reads again).
+_route_cache: dict[tuple[str, str], WebhookSubscription] = {}
+_ROUTE_CACHE_MAX = 10_000
+
+
+def subscription_route_cached(*, provider: str, external_id: str, fresh: bool = False) -> WebhookSubscription | None:
+    """`subscription_by_external_id`, answered from process memory when this process has read the
+    channel before; `fresh=True` reads it again (and remembers what it read).
+
+    Not invalidated when the registry changes (a renewal or a disconnect is written by another
+    process), and it need not be: a route uses a held channel only to decide, and records its
+    decision with services.delivery_accept_if_current, whose insert happens only if the registry row
+    is still the one held. When it is not, or when the held row makes the route reject a delivery,
+    the route reads again with `fresh=True` and decides on the row as it is. So what is held saves a
+    round trip per delivery and never changes a verdict (Graph's route, mail/webhooks/graph.py).
+    """
+    key = (provider, external_id)
+    channel = None if fresh else _route_cache.get(key)
+    if channel is None:
+        channel = subscription_by_external_id(provider=provider, external_id=external_id)
+        if channel is None:
+            _route_cache.pop(key, None)
+            return None
+        if len(_route_cache) >= _ROUTE_CACHE_MAX:
+            _route_cache.clear()
+        _route_cache[key] = channel
+    return channel
+
+
 def subscription_for_connection(*, provider: str, connection_id) -> WebhookSubscription | None:
     return next(iter(WebhookSubscription._base_manager.filter(provider=provider, connection_id=connection_id)[:1]),
                 None)
 
 
 __all__ = ["Provider", "deliveries_recent_for_account", "subscription_by_external_id",
-           "subscription_for_connection", "subscriptions_for_account"]
+           "subscription_for_connection", "subscription_route_cached", "subscriptions_for_account"]

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from aiemaily.webhooks.models import Provider, Verdict, WebhookDelivery, WebhookSubscription
+from aiemaily.webhooks.selectors import subscription_by_external_id
 
 logger = logging.getLogger("aiemaily.webhooks")
 
@@ -84,22 +85,191 @@ def _insert_unless_duplicate(row: WebhookDelivery) -> bool:
         return cursor.fetchone() is not None
 
 
-def delivery_accept(*, provider: str, delivery_id: str, kind: str = "", account_id=None) -> Recorded:
-    """Record an authenticated, fresh delivery; the unique insert decides first copy or replay."""
+# The registry columns a route decides on, each compared with what the route read, in
+# `delivery_accept_if_current`: `expires_at` last, as `IS NULL` or `= %s` (two statements).
+_CURRENT_FIELDS = ("id", "account_id", "connection_id", "secret_hash", "expires_at")
+_current_statements: dict[tuple[str, bool], str] = {}
+
+
+def delivery_accept_if_current(*, provider: str, channel: WebhookSubscription, delivery_id: str,
+                               kind: str = "") -> Recorded | None:
+    """Accept a delivery for `channel` *as the route read it*, in one statement: the ledger row goes
+    in only if the registry still holds exactly that row (same id, owner, mailbox, secret hash and
+    expiry) and this is the first copy. None when nothing went in, for either reason (a replay, or
+    the channel renewed, retired, re-keyed or deleted since it was read): the caller reads the
+    channel again and decides on it as it is now (`delivery_accept` then tells a replay).
+
+    This is what lets a route decide on a channel held in process memory
+    (selectors.subscription_route_cached) without ever acting on an out-of-date one: the check that
+    it is current is in the same statement as the write, so it costs no round trip of its own. The
+    statement compares the registry with itself (the values the route read); what the sender
+    presented was compared before, in constant time, by the route.
+    """
+    connection = connections[WebhookDelivery.objects.db]
+    row = _accepted_row(provider=provider, delivery_id=delivery_id, kind=kind, account_id=channel.account_id)
+    fields = WebhookDelivery._meta.concrete_fields
+    current = [WebhookSubscription._meta.get_field(name) for name in _CURRENT_FIELDS]
+    no_expiry = channel.expires_at is None
+    statement = _current_statements.get((connection.alias, no_expiry))
+    if statement is None:
+        quote = connection.ops.quote_name
+        conditions = [f"{quote(f.column)} = %s" for f in current[:-1]]
+        conditions.append(f"{quote(current[-1].column)} IS NULL" if no_expiry else f"{quote(current[-1].column)} = %s")
+        statement = _current_statements[(connection.alias, no_expiry)] = (
+            "INSERT INTO {} ({}) SELECT {} WHERE EXISTS (SELECT 1 FROM {} WHERE {}) "  # noqa: S608
+            "ON CONFLICT DO NOTHING RETURNING {}".format(
+                quote(WebhookDelivery._meta.db_table), ", ".join(quote(f.column) for f in fields),
+                ", ".join(["%s"] * len(fields)), quote(WebhookSubscription._meta.db_table), " AND ".join(conditions),
+                quote(WebhookDelivery._meta.pk.column)))
+    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+    compared = current[:-1] if no_expiry else current
+    params += [f.get_db_prep_value(getattr(channel, f.attname), connection) for f in compared]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        inserted = cursor.fetchone() is not None
+    return _recorded(row, inserted=True) if inserted else None
+
+
+def _accepted_row(*, provider: str, delivery_id: str, kind: str, account_id, **fields) -> WebhookDelivery:
     delivery_id, kind = clean_id(delivery_id), clean_id(kind)[:64]
     if not delivery_id:
         raise ValueError("an accepted delivery needs its provider's id")
-    row = WebhookDelivery(provider=provider, delivery_id=delivery_id, kind=kind, verdict=Verdict.ACCEPTED,
-                          account_id=account_id)
-    if not _insert_unless_duplicate(row):
-        row = WebhookDelivery.objects.create(provider=provider, delivery_id=delivery_id, kind=kind,
-                                             verdict=Verdict.REPLAY, account_id=account_id)
-        _log_drop(row, client_ip="")
-        return Recorded(row, accepted=False)
+    return WebhookDelivery(provider=provider, delivery_id=delivery_id, kind=kind, verdict=Verdict.ACCEPTED,
+                           account_id=account_id, **fields)
+
+
+def _recorded(row: WebhookDelivery, *, inserted: bool) -> Recorded:
+    """The outcome of an accepted row's unique insert: logged as accepted, or recorded and logged as a replay."""
+    if not inserted:
+        replay = WebhookDelivery.objects.create(provider=row.provider, delivery_id=row.delivery_id, kind=row.kind,
+                                                verdict=Verdict.REPLAY, account_id=row.account_id)
+        _log_drop(replay, client_ip="")
+        return Recorded(replay, accepted=False)
     row._state.adding = False
-    logger.info("webhook accepted", extra={"event": "webhook_accepted", "provider": provider,
-                                           "delivery_id": delivery_id, "ledger_id": str(row.pk)})
+    logger.info("webhook accepted", extra={"event": "webhook_accepted", "provider": row.provider,
+                                           "delivery_id": row.delivery_id, "ledger_id": str(row.pk)})
     return Recorded(row, accepted=True)
+
+
+def delivery_accept(*, provider: str, delivery_id: str, kind: str = "", account_id=None) -> Recorded:
+    """Record an authenticated, fresh delivery; the unique insert decides first copy or replay."""
+    row = _accepted_row(provider=provider, delivery_id=delivery_id, kind=kind, account_id=account_id)
+    return _recorded(row, inserted=_insert_unless_duplicate(row))
+
+
+@dataclass(frozen=True)
+class PushRecorded:
+    """What `push_record` found and did for one push naming a channel by its external id."""
+
+    channel: WebhookSubscription | None  # None: no such channel; nothing was written
+    recorded: Recorded | None  # None: the channel has expired (stale); nothing was written
+    advanced: bool  # the cursor moved to the push's position: the delivery is open, hand it over
+
+
+def _expired(channel: WebhookSubscription, now: datetime) -> bool:
+    return channel.expires_at is not None and channel.expires_at < now
+
+
+def push_record(*, provider: str, external_id: str, delivery_id: str, kind: str, position: int,
+                now: datetime | None = None) -> PushRecorded:
+    """A push (Gmail's) for the channel `external_id` names, authenticated already: find the channel,
+    record the delivery (the unique insert is the replay check) and, for a first copy, move the
+    channel's cursor forward to `position` if that is newer. An accepted push that moves nothing is
+    settled at once (`processed_at` set): a sync from a cursor at or past it is queued already.
+
+    The three writes commit together or not at all. On PostgreSQL they are one statement in
+    autocommit (see `_PUSH_SQL`): one round trip where the lookup, BEGIN, insert, UPDATE and
+    COMMIT were five, most of a push's cost on the web worker (benchmarks/bench_webhooks.py).
+    Elsewhere (the embedded SQLite default) the same steps run one by one in a transaction.
+    """
+    now = now or timezone.now()
+    connection = connections[WebhookDelivery.objects.db]
+    record = _push_record_in_one_statement if connection.vendor == "postgresql" else _push_record_in_steps
+    return record(connection, provider=provider, external_id=external_id, delivery_id=delivery_id, kind=kind,
+                  position=position, now=now)
+
+
+def _push_record_in_steps(connection, *, provider, external_id, delivery_id, kind, position, now) -> PushRecorded:
+    with transaction.atomic(using=connection.alias):
+        channel = subscription_by_external_id(provider=provider, external_id=external_id)
+        if channel is None or _expired(channel, now):
+            return PushRecorded(channel, None, advanced=False)
+        recorded = delivery_accept(provider=provider, delivery_id=delivery_id, kind=kind,
+                                   account_id=channel.account_id)
+        advanced = recorded.accepted and subscription_advance_cursor(subscription_id=channel.pk, position=position)
+        if recorded.accepted and not advanced:
+            delivery_claim(ledger_id=recorded.delivery.pk)
+        return PushRecorded(channel, recorded, advanced=advanced)
+
+
+_push_statements: dict[str, str] = {}
+
+# One statement, so one snapshot and one commit. How each rule survives:
+# - the replay check is still the ledger's unique insert (ON CONFLICT DO NOTHING on the partial index);
+#   two copies racing both run the statement, one inserts, the other inserts nothing and moves nothing;
+# - the channel is read in the statement (`sub`): no row, nothing inserted; expired, nothing inserted;
+# - the cursor moves only for an inserted first copy (`EXISTS (SELECT 1 FROM ins …)`) and only forward:
+#   the UPDATE's own WHERE says `cursor < position`, and PostgreSQL re-checks it on the newest row
+#   version when a concurrent push has just moved it, so two pushes never move it backwards;
+# - a copy whose position is not newer than the cursor in the snapshot is inserted settled
+#   (`processed_at` = now) and moves nothing. The cursor never goes down, so that stays true. One
+#   that looked newer but lost the race to a concurrent push inserts open and moves nothing: the
+#   caller settles it (`delivery_claim`), so every accepted push is queued or settled, never both.
+# The tables are the system ledger and registry, not owned tables under row-level security (see
+# models.py): no owner is bound for them on any path, so this statement needs no binding either.
+_PUSH_SQL = """
+WITH sub AS (
+    SELECT "id", "account_id", "connection_id", "expires_at", "cursor" FROM {subscriptions}
+    WHERE "provider" = %(provider)s AND "external_id" = %(external_id)s
+), ins AS (
+    INSERT INTO {ledger} ("id", "provider", "delivery_id", "kind", "verdict", "received_at", "processed_at",
+                          "account_id")
+    SELECT %(id)s, %(provider)s, %(delivery_id)s, %(kind)s, %(verdict)s, %(now)s,
+           CASE WHEN sub."cursor" >= %(position)s THEN %(now)s::timestamptz END, sub."account_id"
+    FROM sub WHERE sub."expires_at" IS NULL OR sub."expires_at" >= %(now)s
+    ON CONFLICT DO NOTHING
+    RETURNING "processed_at"
+), upd AS (
+    UPDATE {subscriptions} SET "cursor" = %(position)s
+    WHERE "provider" = %(provider)s AND "external_id" = %(external_id)s
+      AND ("cursor" IS NULL OR "cursor" < %(position)s)
+      AND EXISTS (SELECT 1 FROM ins WHERE "processed_at" IS NULL)
+    RETURNING 1
+)
+SELECT sub."id", sub."account_id", sub."connection_id", sub."expires_at",
+       EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM ins WHERE "processed_at" IS NOT NULL),
+       EXISTS (SELECT 1 FROM upd)
+FROM sub
+"""
+
+
+def _push_record_in_one_statement(connection, *, provider, external_id, delivery_id, kind, position,
+                                  now) -> PushRecorded:
+    statement = _push_statements.get(connection.alias)
+    if statement is None:
+        quote = connection.ops.quote_name
+        statement = _push_statements[connection.alias] = _PUSH_SQL.format(
+            subscriptions=quote(WebhookSubscription._meta.db_table), ledger=quote(WebhookDelivery._meta.db_table))
+    row = _accepted_row(provider=provider, delivery_id=delivery_id, kind=kind, account_id=None, received_at=now)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, {"provider": str(provider), "external_id": external_id, "id": row.pk,
+                                   "delivery_id": row.delivery_id, "kind": row.kind, "verdict": str(row.verdict),
+                                   "now": now, "position": position})
+        found = cursor.fetchone()
+    if found is None:
+        return PushRecorded(None, None, advanced=False)
+    *values, inserted, settled, advanced = found
+    channel = WebhookSubscription.from_db(connection.alias, ["id", "account_id", "connection_id", "expires_at"],
+                                          values)
+    if _expired(channel, now):
+        return PushRecorded(channel, None, advanced=False)
+    row.account_id = channel.account_id
+    if settled:
+        row.processed_at = now
+    recorded = _recorded(row, inserted=inserted)
+    if inserted and not settled and not advanced:
+        delivery_claim(ledger_id=row.pk)  # it lost the race to a newer push's cursor: nothing to queue
+    return PushRecorded(channel, recorded, advanced=advanced)
 
 
 def delivery_reject(*, provider: str, verdict: str, delivery_id: object = "", kind: object = "",
@@ -179,7 +349,7 @@ def subscription_advance_cursor(*, subscription_id, position: int) -> bool:
     return advanced == 1
 
 
-__all__ = ["Provider", "Recorded", "Verdict", "address_digest", "clean_id", "delivery_accept", "delivery_claim",
-           "delivery_reject", "secret_digest", "secret_matches", "subscription_advance_cursor",
-           "subscription_forget", "subscription_purge_retired", "subscription_renewed", "subscription_retire",
-           "subscription_store"]
+__all__ = ["Provider", "PushRecorded", "Recorded", "Verdict", "address_digest", "clean_id", "delivery_accept",
+           "delivery_accept_if_current", "delivery_claim", "delivery_reject", "push_record", "secret_digest",
+           "secret_matches", "subscription_advance_cursor", "subscription_forget", "subscription_purge_retired",
+           "subscription_renewed", "subscription_retire", "subscription_store"]

@@ -7,7 +7,9 @@ subscriptions). Order per item: the subscription id must be one we hold (else dr
 `unknown_subscription`), the clientState must match (else `bad_signature`), then freshness (no
 delivery for a subscription whose registered expiry has passed: Graph sends none; no expiry beyond
 Graph's cap), then the ledger insert of a digest of the item (Graph retries resend the same item,
-which is then a `replay`).
+which is then a `replay`). The subscription is read once per process and held (`_accept_item`):
+an item for a subscription held already costs one round trip, the insert, which goes in only if
+the registry row is still the one held.
 
 Accepted items are grouped per mailbox and action and queued as one
 `mail.tasks.webhook_process(ledger ids, owner, connection, action)`: change notifications and
@@ -43,8 +45,8 @@ from aiemaily.webhooks.http import (
     webhook_endpoint,
 )
 from aiemaily.webhooks.models import Provider, Verdict
-from aiemaily.webhooks.selectors import subscription_by_external_id
-from aiemaily.webhooks.services import delivery_accept, delivery_reject, secret_matches
+from aiemaily.webhooks.selectors import subscription_route_cached
+from aiemaily.webhooks.services import delivery_accept, delivery_accept_if_current, delivery_reject, secret_matches
 from mail.webhooks.gmail import queue_processing
 
 CONTENT_TYPES = frozenset({"application/json"})
@@ -89,13 +91,15 @@ def parse(raw: bytes) -> list[dict]:
     return items
 
 
-def check_item(item: dict, now: datetime):
-    """(subscription, action) for an authentic, fresh item; Rejected (status unused) otherwise."""
+def check_item(item: dict, now: datetime, *, fresh: bool = False):
+    """(subscription, action) for an authentic, fresh item; Rejected (status unused) otherwise.
+
+    Decided on the subscription as this process last read it, unless `fresh` (see `_accept_item`)."""
     subscription_id = item.get("subscriptionId")
     kind = item.get("lifecycleEvent") or item.get("changeType")
     if not isinstance(subscription_id, str) or not _SUBSCRIPTION_ID.fullmatch(subscription_id):
         raise Rejected(Verdict.MALFORMED, 0, kind=kind)
-    channel = subscription_by_external_id(provider=Provider.GRAPH, external_id=subscription_id)
+    channel = subscription_route_cached(provider=Provider.GRAPH, external_id=subscription_id, fresh=fresh)
     if channel is None:
         raise Rejected(Verdict.UNKNOWN_SUBSCRIPTION, 0, delivery_id=subscription_id, kind=kind)
     if not secret_matches(item.get("clientState"), channel.secret_hash):
@@ -123,6 +127,38 @@ def _handshake(token: str) -> HttpResponse:
     return response
 
 
+# Verdicts that depend on what the registry holds for a known subscription (its secret hash, its
+# expiry): decided on a held row, they are checked again on the row as it is now before they stand.
+_HELD_ROW_VERDICTS = frozenset({Verdict.BAD_SIGNATURE, Verdict.STALE})
+
+
+def _accept_item(item: dict, now: datetime):
+    """(subscription, action, Recorded) for an item that passes `check_item`; Rejected otherwise.
+
+    One round trip for the usual item: the subscription comes from this process's memory (read once
+    per subscription), its clientState is compared with the held hash in constant time in
+    `check_item`, and the ledger insert happens only if the registry row is still the one held
+    (services.delivery_accept_if_current). When it is not (renewed, retired, re-keyed, deleted), or
+    the item is a replay, or the held row would reject the item, the subscription is read again and
+    the item decided on that, exactly as without the memory: a held row never changes a verdict.
+    """
+    delivery_id = item_digest(item)
+    try:
+        channel, action, kind = check_item(item, now)
+    except Rejected as rejected:
+        if rejected.verdict not in _HELD_ROW_VERDICTS:
+            raise
+    else:
+        recorded = delivery_accept_if_current(provider=Provider.GRAPH, channel=channel, delivery_id=delivery_id,
+                                              kind=kind)
+        if recorded is not None:
+            return channel, action, recorded
+    channel, action, kind = check_item(item, now, fresh=True)
+    recorded = delivery_accept(provider=Provider.GRAPH, delivery_id=delivery_id, kind=kind,
+                               account_id=channel.account_id)
+    return channel, action, recorded
+
+
 def _record_batch(items: list[dict], ip: str) -> bool:
     """Check, record and queue every item of an authenticated-shape batch (see the module docstring).
 
@@ -133,7 +169,7 @@ def _record_batch(items: list[dict], ip: str) -> bool:
     stopped = False
     for item in items:
         try:
-            channel, action, kind = check_item(item, now)
+            channel, action, recorded = _accept_item(item, now)
         except Rejected as rejected:
             forged = rejected.verdict == Verdict.BAD_SIGNATURE or (
                 rejected.verdict in UNAUTHENTIC and rejected.account_id is None)
@@ -145,8 +181,6 @@ def _record_batch(items: list[dict], ip: str) -> bool:
             delivery_reject(provider=Provider.GRAPH, verdict=rejected.verdict, delivery_id=rejected.delivery_id,
                             kind=rejected.kind, account_id=rejected.account_id, client_ip=ip)
             continue
-        recorded = delivery_accept(provider=Provider.GRAPH, delivery_id=item_digest(item), kind=kind,
-                                   account_id=channel.account_id)
         if recorded.accepted:
             work[(channel.account_id, channel.connection_id, action)].append(recorded.delivery.pk)
     for (owner_id, connection_id, action), ledger_ids in work.items():

@@ -182,15 +182,19 @@ def test_a_graph_batch_of_several_items_is_recorded_all_or_nothing(monkeypatch, 
                        connection_id=uuid.uuid4(), secret_hash=secret_digest(client_state))
     items = [{"subscriptionId": subscription_id, "changeType": "created", "clientState": client_state,
               "resource": f"Users/x/Messages/AAMk{n}", "resourceData": {"id": str(n)}} for n in range(2)]
-    accept, calls = graph.delivery_accept, []
+    calls = []
 
-    def accept_then_fail(**kwargs):  # the database going away after the first item was recorded
-        calls.append(kwargs)
-        if len(calls) == 2:
-            raise RuntimeError("connection lost")
-        return accept(**kwargs)
+    def fail_second(accept):  # the database going away after the first item was recorded
+        def accept_then_fail(**kwargs):
+            calls.append(kwargs)
+            if len(calls) == 2:
+                raise RuntimeError("connection lost")
+            return accept(**kwargs)
+        return accept_then_fail
 
-    monkeypatch.setattr(graph, "delivery_accept", accept_then_fail)
+    # Either way of recording an item (on the subscription as read before, or as read again).
+    monkeypatch.setattr(graph, "delivery_accept", fail_second(graph.delivery_accept))
+    monkeypatch.setattr(graph, "delivery_accept_if_current", fail_second(graph.delivery_accept_if_current))
     response = HttpsClient(raise_request_exception=False).post(
         "/webhooks/graph", json.dumps({"value": items}), content_type="application/json")
     assert response.status_code == 500 and len(calls) == 2
