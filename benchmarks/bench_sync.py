@@ -74,13 +74,20 @@ def test_initial_and_incremental_sync_vs_mbsync(record_benchmark, tmp_path, dove
     dovecot.seed(user, sample_messages(N, malformed=False))
     size_kb = len(sample_messages(1, malformed=False)[0]) / 1024
 
-    # mbsync first: it also warms Dovecot's index for the mailbox, so neither side pays for that.
-    config, maildir = tmp_path / "mbsyncrc", tmp_path / "maildir"
-    maildir.mkdir()
-    _mbsync_config(config, dovecot, user, test_ca.ca_file, maildir)
-    def run():
-        done = subprocess.run(["mbsync", "-q", "-c", str(config), "bench"], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
+    # A first, untimed mbsync into a scratch maildir has Dovecot build its index of the new mailbox,
+    # so neither timed side pays for that (the first timed run used to, which flattered Aiemaily).
+    def mbsync_run(name: str):
+        config, maildir = tmp_path / f"{name}.mbsyncrc", tmp_path / name
+        maildir.mkdir(exist_ok=True)
+        _mbsync_config(config, dovecot, user, test_ca.ca_file, maildir)
+
+        def run():
+            done = subprocess.run(["mbsync", "-q", "-c", str(config), "bench"], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+        return run
+
+    mbsync_run("warm-up")()
+    run = mbsync_run("maildir")
     mbsync_initial, _ = _timed(run)
     mbsync_nochange, _ = _timed(run)
 
