@@ -33,6 +33,11 @@ from mail.parsing import header_thread_id, parse
 logger = logging.getLogger(__name__)
 
 BATCH = 500
+# At most this many bytes of message per fetched batch (a message larger than that is a batch of its
+# own): with the batch fetched ahead (`_prefetched`), two batches are in memory at most, whatever
+# the mailbox holds. Sizes come first from one cheap FETCH RFC822.SIZE (Dovecot answers from its index).
+BATCH_BYTES = 32 * 1024 * 1024
+SIZE_CHUNK = 5000
 FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"RFC822.SIZE"]
 ROLES = {b"\\Sent": "sent", b"\\Archive": "archive", b"\\Trash": "trash", b"\\Drafts": "drafts",
          b"\\Junk": "junk", b"\\All": "all"}
@@ -178,6 +183,25 @@ def _apply_expunges(owner_id, folder: Folder, server_uids: set[int]) -> int:
     return len(gone)
 
 
+def _batches(client, uids: list[int]) -> list[list[int]]:
+    """`uids` cut into batches of at most BATCH messages and BATCH_BYTES bytes (by the sizes the
+    server reports; a message it no longer lists counts as empty and is simply not fetched)."""
+    sizes: dict = {}
+    for start in range(0, len(uids), SIZE_CHUNK):
+        sizes.update(client.fetch(uids[start:start + SIZE_CHUNK], [b"RFC822.SIZE"]))
+    batches, current, current_bytes = [], [], 0
+    for uid in uids:
+        size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+        if current and (len(current) >= BATCH or current_bytes + size > BATCH_BYTES):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(uid)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _prefetched(client, batches: list[list[int]]):
     """client.fetch(batch) for each batch in turn, the next one fetched on a thread while the caller
     stores this one: the server's work and the transfer overlap ours (an initial sync is otherwise
@@ -215,7 +239,7 @@ def sync_folder(client, owner_id, connection: Connection, folder: Folder, progre
                                              if u > folder.last_uid)
     progress.total += len(new_uids)
     _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
-    batches = [new_uids[start:start + BATCH] for start in range(0, len(new_uids), BATCH)]
+    batches = _batches(client, new_uids)
     with closing(_prefetched(client, batches)) as fetches:  # closed (and its thread joined) on any exit
         for fetched in fetches:
             if fetched:

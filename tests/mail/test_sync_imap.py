@@ -281,3 +281,31 @@ def test_a_connection_lost_while_the_next_batch_is_fetched_keeps_what_was_stored
     _sync(client, connection)
     rows = _messages(client.user)
     assert len(rows) == 700 and len({r.uid for r in rows}) == 700
+
+
+def test_batches_are_bounded_by_bytes_as_well_as_by_count(connected, dovecot, monkeypatch):
+    """A mailbox of large messages is fetched in batches of at most BATCH_BYTES (one larger
+    message on its own), so the batch being stored and the one fetched ahead stay bounded."""
+    import imapclient
+
+    client, connection, user = connected
+    small = sample_messages(6, malformed=False)
+    large = [message + (b"y" * 76 + b"\r\n") * 700 for message in sample_messages(3, malformed=False)]  # ~55 KB each
+    dovecot.seed(user, small[:3] + large + small[3:])
+    monkeypatch.setattr(sync_imap, "BATCH_BYTES", 40_000)
+    real_fetch = imapclient.IMAPClient.fetch
+    fetched = []
+
+    def recording(self, messages, data, *args, **kwargs):
+        answer = real_fetch(self, messages, data, *args, **kwargs)
+        if data == sync_imap.FETCH_ITEMS:
+            fetched.append(sum(len(item[b"BODY[]"]) for item in answer.values()))
+        return answer
+
+    monkeypatch.setattr(imapclient.IMAPClient, "fetch", recording)
+    _sync(client, connection)
+    rows = _messages(client.user)
+    assert len(rows) == 9 and len({r.uid for r in rows}) == 9
+    # The first three small ones together, each large one alone, then the last three small ones.
+    assert len(fetched) == 5
+    assert fetched[0] < 40_000 and fetched[4] < 40_000 and all(50_000 < size < 60_000 for size in fetched[1:4])
