@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 # At most this many bytes of message per fetched batch (a message larger than that is a batch of its
 # own): with the batch fetched ahead (`_prefetched`), two batches are in memory at most, whatever
-# the mailbox holds. Sizes come first from one cheap FETCH RFC822.SIZE (Dovecot answers from its index).
+# the mailbox holds (`_batches`).
 BATCH_BYTES = 32 * 1024 * 1024
 SIZE_CHUNK = 5000
 FETCH_ITEMS = [b"BODY.PEEK[]", b"FLAGS", b"RFC822.SIZE"]
@@ -184,14 +184,23 @@ def _apply_expunges(owner_id, folder: Folder, server_uids: set[int]) -> int:
 
 
 def _batches(client, uids: list[int]) -> list[list[int]]:
-    """`uids` cut into batches of at most BATCH messages and BATCH_BYTES bytes (by the sizes the
-    server reports; a message it no longer lists counts as empty and is simply not fetched)."""
+    """`uids` (ascending) cut into batches of at most BATCH messages and BATCH_BYTES bytes.
+
+    Only the sizes of messages above BATCH_BYTES / BATCH are asked for (SEARCH LARGER, then FETCH
+    RFC822.SIZE of those): any other message counts as that much, so a batch of them is within the
+    bound anyway, and a mailbox of small messages costs one SEARCH instead of a size per message
+    (parsing 10,000 FETCH responses cost a tenth of an initial sync)."""
+    if not uids:
+        return []
+    typical, wanted = BATCH_BYTES // BATCH, set(uids)
+    larger = sorted(uid for uid in client.search(["UID", f"{uids[0]}:{uids[-1]}", "LARGER", str(typical)])
+                    if uid in wanted)
     sizes: dict = {}
-    for start in range(0, len(uids), SIZE_CHUNK):
-        sizes.update(client.fetch(uids[start:start + SIZE_CHUNK], [b"RFC822.SIZE"]))
+    for start in range(0, len(larger), SIZE_CHUNK):
+        sizes.update(client.fetch(larger[start:start + SIZE_CHUNK], [b"RFC822.SIZE"]))
     batches, current, current_bytes = [], [], 0
     for uid in uids:
-        size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+        size = int(sizes[uid].get(b"RFC822.SIZE", typical)) if uid in sizes else typical
         if current and (len(current) >= BATCH or current_bytes + size > BATCH_BYTES):
             batches.append(current)
             current, current_bytes = [], 0
