@@ -11,7 +11,7 @@ needs a second query to find out.
 An array-typed column goes as the text of its literals (unnest would flatten an array of arrays).
 """
 
-from django.db import connections, models
+from django.db import connections, models, transaction
 
 
 def insert_new(model, objs: list, using: str = "default") -> set | None:
@@ -49,7 +49,10 @@ def insert_new(model, objs: list, using: str = "default") -> set | None:
     aliases = ", ".join(f"c{n}" for n in range(len(fields)))
     sql = (f"INSERT INTO {table} ({names}) SELECT {', '.join(selected)} "  # noqa: S608
            f"FROM unnest({', '.join(casts)}) AS u({aliases}) ON CONFLICT DO NOTHING RETURNING {pk}")
-    with connection.cursor() as cursor:
+    # As Django's own inserts do: a refused statement marks the enclosing atomic block for rollback,
+    # so the block's exit (owner_scope's restoring of the binding) does not run into the aborted
+    # transaction and replace the database's error with "current transaction is aborted".
+    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
         cursor.execute(sql, arrays)
         inserted = {row[0] for row in cursor.fetchall()}
     for obj in objs:

@@ -160,12 +160,7 @@ def _check_aad(aad: bytes) -> None:
 
 def encrypt(key: bytes, plaintext: bytes, *, aad: bytes, key_version: int) -> bytes:
     """Encrypt under `key`, recording `key_version` in the header; `aad` must be given again to decrypt."""
-    _check_key(key)
-    _check_aad(aad)
-    header = build_header(key_version)
-    # Random 96-bit nonces: safe up to ~2**32 messages per key, far beyond one DEK's or KEK's use.
-    nonce = os.urandom(NONCE_SIZE)
-    return header + nonce + AESGCM(bytes(key)).encrypt(nonce, bytes(plaintext), header + bytes(aad))
+    return encrypt_with_cipher(cipher(key), plaintext, aad=aad, key_version=key_version)
 
 
 def encrypt_with_cipher(aead: AESGCM, plaintext: bytes, *, aad: bytes, key_version: int) -> bytes:
@@ -174,6 +169,7 @@ def encrypt_with_cipher(aead: AESGCM, plaintext: bytes, *, aad: bytes, key_versi
     as the encryption."""
     _check_aad(aad)
     header = build_header(key_version)
+    # Random 96-bit nonces: safe up to ~2**32 messages per key, far beyond one DEK's or KEK's use.
     nonce = os.urandom(NONCE_SIZE)
     return header + nonce + aead.encrypt(nonce, bytes(plaintext), header + bytes(aad))
 

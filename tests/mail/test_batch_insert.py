@@ -7,13 +7,14 @@ import re
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import ProgrammingError, connection
 
 from aiemaily import bulk_insert
 from aiemaily.ownership.binding import owner_scope
 from mail import metadata, parsing
 from mail.models import Connection, Folder, Message
 from mail.search_index import MessageTerms, rows_write, search_filter
+from tests.harness.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +70,25 @@ def test_index_rows_travel_as_array_literals_and_are_found(user, folder):
         assert [m.pk for m in found] == [rows[0].pk]
         assert rows_write(rows, replace=False) == 2  # written again: skipped, not doubled, not failed
         assert MessageTerms.objects.for_owner(user).count() == 2
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.claim("owner-scoping")
+def test_the_batch_insert_cannot_write_another_owners_rows(user, folder):
+    """The unnest() statement bypasses the ORM's insert, not the database's row-level security: bound
+    to one owner, rows (messages or index rows) owned by another are refused, and nothing goes in."""
+    stranger = UserFactory()
+    with owner_scope(stranger):
+        theirs = _message(folder, 9, "Not yours")
+        theirs.owner_id = stranger.pk
+        metadata.seal_pending(theirs)  # sealed under their own key, as a sync of theirs would
+    for model, rows in ((Message, [theirs]),
+                        (MessageTerms, [MessageTerms(message_id=uuid.uuid4(), owner_id=stranger.pk, terms=[1])])):
+        with pytest.raises(ProgrammingError, match="row-level security"), owner_scope(user):
+            bulk_insert.insert_new(model, rows)
+    with owner_scope(stranger):
+        assert not Message.objects.for_owner(stranger).exists()
+        assert not MessageTerms.objects.for_owner(stranger).exists()
 
 
 def test_a_column_of_arrays_must_come_as_literal_text(user, folder):
