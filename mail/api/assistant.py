@@ -184,7 +184,9 @@ class AiSettingsApi(APIView):
     class SettingsInput(serializers.Serializer):
         mode = serializers.ChoiceField(choices=AiSettings.Mode.choices, required=False)
         ai_key = serializers.UUIDField(required=False, allow_null=True)
-        model = serializers.RegexField(r"^[A-Za-z0-9._:/@-]{0,100}$", required=False, allow_blank=True)
+        # {1,100}: the empty string is allowed by allow_blank alone. With {0,100} the schema's two
+        # branches (pattern, or maxLength 0) both matched "", which oneOf forbids (found by the fuzzer).
+        model = serializers.RegexField(r"^[A-Za-z0-9._:/@-]{1,100}$", required=False, allow_blank=True)
         third_party_enabled = serializers.BooleanField(required=False)
         redact_cards = serializers.BooleanField(required=False)
         redact_ibans = serializers.BooleanField(required=False)

@@ -90,3 +90,28 @@ def test_pagination_parameters_are_typed(schema):
     assert parameters["cursor"]["type"] == "string" and parameters["cursor"]["maxLength"] == 200
     assert parameters["unread"]["type"] == "boolean"
     assert parameters["connection"]["format"] == "uuid"
+
+
+def _one_of_lists(node):
+    if isinstance(node, dict):
+        if "oneOf" in node:
+            yield node["oneOf"]
+        for value in node.values():
+            yield from _one_of_lists(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _one_of_lists(value)
+
+
+def test_no_one_of_has_two_branches_that_both_accept_the_empty_string(schema):
+    """`oneOf` means exactly one: a blank-able string whose pattern also matches "" makes "" invalid
+    by the schema while the server accepts it (the fuzzer's ST201 on PATCH /ai-settings `model`)."""
+    import re
+
+    def accepts_empty(branch):
+        # A format (uri, email, uuid…) never admits "", so such a branch and a maxLength-0 one are disjoint.
+        return (branch.get("type") == "string" and branch.get("minLength", 0) == 0 and "format" not in branch
+                and ("pattern" not in branch or re.search(branch["pattern"], "") is not None))
+
+    found = [branches for branches in _one_of_lists(schema) if sum(map(accepts_empty, branches)) > 1]
+    assert found == []
