@@ -12,7 +12,7 @@ from uuid import UUID
 from django.db import transaction
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenBackendError
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import PasswordField, TokenObtainPairSerializer
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer as BaseRefreshSerializer
 from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -38,6 +38,9 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # A password is taken as typed, as the sign-in page takes it (strip=False): simplejwt's field
+        # would strip it, so a password that begins or ends with a space could never sign in here.
+        self.fields["password"] = PasswordField(trim_whitespace=False)
         # Required only for accounts with a second factor; a six- to eight-digit TOTP code.
         self.fields["otp"] = serializers.RegexField(r"^\d{6,8}$", required=False, write_only=True)
 

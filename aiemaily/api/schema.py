@@ -14,6 +14,7 @@ with `extend_schema(responses={code: ERROR})`. Each answer is the `Error` compon
 result to docs/openapi.yaml, and tests/project/test_openapi.py fails when the two differ.
 """
 
+from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
@@ -57,6 +58,8 @@ _DESCRIPTIONS = {
     "502": "The AI provider failed (`ai_*`).",
 }
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+# At least one character that is not whitespace (ECMA and Python agree on `\S`).
+NOT_ONLY_WHITESPACE = r"\S"
 
 
 def error(description: str) -> OpenApiResponse:
@@ -65,6 +68,16 @@ def error(description: str) -> OpenApiResponse:
 
 
 class ApiAutoSchema(AutoSchema):
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        # DRF strips a CharField's input before its checks, so "  " arrives as "" and is refused as
+        # blank: the schema must say so, or a whitespace-only value would look valid to clients.
+        if (direction == "request" and isinstance(field, serializers.CharField) and field.trim_whitespace
+                and not field.allow_blank and schema.get("type") == "string" and "pattern" not in schema
+                and not any(isinstance(v, RegexValidator) for v in field.validators)):  # has its own pattern
+            schema["pattern"] = NOT_ONLY_WHITESPACE
+        return schema
+
     def get_request_serializer(self):
         # DRF and spectacular take DELETE to have no body; ours may (DELETE account: the password),
         # and says so with extend_schema(request=…), which is looked up before this.

@@ -185,3 +185,22 @@ def test_malformed_json_is_400_with_the_envelope(db):
     response = APIClient().post("/api/v1/auth/token", "{not json", content_type="application/json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_a_password_is_taken_as_typed_spaces_included(user):
+    """The sign-in page keeps a password's spaces (strip=False); the API must too, or a password that
+    begins or ends with one signs in on the web and never through the API."""
+    user.set_password("  spaced out passphrase ")
+    user.save(update_fields=["password"])
+    tokens = issue_tokens(APIClient(), user, password="  spaced out passphrase ")
+    assert tokens["access"] and tokens["refresh"]
+    stripped = APIClient().post("/api/v1/auth/token", {"email": user.email, "password": "spaced out passphrase"},
+                                format="json")
+    assert stripped.status_code == 401
+
+
+def test_a_whitespace_only_password_is_wrong_credentials_not_a_blank_field(user):
+    # The schema allows it (a string of one or more characters), so the answer is 401, never 400.
+    response = APIClient().post("/api/v1/auth/token", {"email": user.email, "password": "   "}, format="json")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] != "invalid"

@@ -115,3 +115,32 @@ def test_no_one_of_has_two_branches_that_both_accept_the_empty_string(schema):
 
     found = [branches for branches in _one_of_lists(schema) if sum(map(accepts_empty, branches)) > 1]
     assert found == []
+
+
+def test_a_field_the_server_strips_says_in_the_schema_that_whitespace_alone_is_not_a_value():
+    """DRF strips a CharField's input before checking it, so "   " arrives blank and is refused: the
+    schema must not call it valid (the fuzzer's ST202 on auth/token `email`). Fields taken as typed,
+    blank-able ones and those with their own pattern are left as they are."""
+    from rest_framework import serializers
+
+    from aiemaily.api.schema import ApiAutoSchema
+
+    mapper = ApiAutoSchema()
+    stripped = mapper._map_serializer_field(serializers.CharField(max_length=10), "request")
+    assert stripped["pattern"] == r"\S"
+    assert mapper._map_serializer_field(serializers.EmailField(), "request")["pattern"] == r"\S"
+    as_typed = mapper._map_serializer_field(serializers.CharField(trim_whitespace=False), "request")
+    blank_ok = mapper._map_serializer_field(serializers.CharField(allow_blank=True), "request")
+    answer = mapper._map_serializer_field(serializers.CharField(), "response")
+    assert "pattern" not in as_typed and "pattern" not in blank_ok and "pattern" not in answer
+    regex = serializers.RegexField(r"^\d{6}$")
+    schema = mapper._map_serializer_field(regex, "request")
+    mapper._insert_field_validators(regex, schema)
+    assert schema["pattern"] == r"^\d{6}$"
+
+
+def test_sign_in_fields_in_the_committed_schema(schema):
+    token = schema["components"]["schemas"]["TokenObtainRequest"]["properties"]
+    assert token["email"]["pattern"] == r"\S"  # stripped: "  " is not an address
+    assert "pattern" not in token["password"]  # taken as typed: "  " is a (wrong) password, 401
+    assert schema["components"]["schemas"]["ServerInputRequest"]["properties"]["host"]["pattern"] == r"\S"
