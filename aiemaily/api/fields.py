@@ -1,5 +1,7 @@
 """Serializer helpers shared by the API, and the one rule every text field keeps: a string is a string."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
 from rest_framework import fields, serializers
 
 
@@ -25,7 +27,23 @@ def _strict_char_to_internal_value(self, data):
     if not isinstance(data, str):
         # CharField's own text: a subclass's "invalid" (RegexField: "does not match") would mislead.
         raise serializers.ValidationError(fields.CharField.default_error_messages["invalid"], code="invalid")
+    if self.trim_whitespace and data != data.strip():
+        _check_as_sent(self, data)
     return _lenient_char_to_internal_value(self, data)
+
+
+def _check_as_sent(field, data: str) -> None:
+    # DRF strips first and checks the length and the pattern afterwards; the OpenAPI schema checks
+    # the value as sent. A value the schema refuses (too long, or not matching the pattern once its
+    # spaces count) is refused here too, rather than rescued by the stripping.
+    if field.max_length is not None and len(data) > field.max_length:
+        field.fail("max_length", max_length=field.max_length)
+    for validator in field.validators:
+        if isinstance(validator, RegexValidator):
+            try:
+                validator(data)
+            except DjangoValidationError as error:
+                raise serializers.ValidationError(error.messages, code="invalid") from None
 
 
 _lenient_char_to_internal_value = fields.CharField.to_internal_value

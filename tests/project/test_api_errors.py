@@ -207,3 +207,31 @@ def test_a_body_the_schema_allows_is_read_and_a_larger_one_is_413_with_the_envel
         response = auth_client.post("/api/v1/ai-keys", too_large, content_type="application/json", **headers)
         assert response.status_code == 413, response.content[:300]
         assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_stripped_field_is_checked_as_sent_so_the_schema_and_the_server_agree(auth_client):
+    """DRF strips, then checks length and pattern; the schema checks the value as sent. A label
+    " Work" fails the schema's pattern, and a 65-character label of 64 letters and a space fails its
+    maxLength: the server refuses both (400) instead of rescuing them by stripping."""
+    connection = _mailbox_with_labels(auth_client.user)
+    from aiemaily.ownership.binding import owner_scope
+    from mail.models import Message
+
+    with owner_scope(auth_client.user):
+        message = Message.objects.for_owner(auth_client.user).filter(connection=connection).first()
+    for label in [" Work", "Work\t", "W" * 64 + " "]:
+        response = auth_client.post(f"/api/v1/messages/{message.pk}/labels", {"add": [label]}, format="json")
+        assert response.status_code == 400, (label, response.content)
+        assert response.json()["error"]["code"] == "invalid"
+        assert "add" in response.json()["error"]["fields"]
+
+
+def test_stripping_still_applies_to_a_field_without_a_pattern_within_its_length():
+    from rest_framework import serializers
+
+    field = serializers.CharField(max_length=10)
+    assert field.run_validation("  padded  ") == "padded"  # 10 characters as sent: within the schema
+    with pytest.raises(serializers.ValidationError):
+        field.run_validation("  padded   ")  # 11 as sent: the schema's maxLength refuses it
+    with pytest.raises(serializers.ValidationError):
+        field.run_validation("   ")  # blank once stripped; the schema's pattern \S says so
