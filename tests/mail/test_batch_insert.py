@@ -113,15 +113,17 @@ def _snippet_of_whole_text(text: str, html: bool) -> str:
     return _SPACE.sub(" ", text).strip()[:200]
 
 
-@pytest.mark.parametrize("alphabet", [
-    ["a", "b", " ", "\n", "\t", "<p>", "<div class='x y'>", "</p>", "<", ">", "word "],
-    ["a", " ", "<", ">", "<<", ">>"],
-    ["a" * 50, " " * 300, "<" + "x" * 2000 + ">", "\r\n"],
+# (alphabet, most pieces in a text): every text spans up to ~100 KB, past several of _snippet's
+# prefix sizes (1, 4, 16, 64 KiB), so the cuts fall inside runs of space and inside tags.
+@pytest.mark.parametrize(("alphabet", "pieces"), [
+    (["a", "b", " ", "\n", "\t", "<p>", "<div class='x y'>", "</p>", "<", ">", "word "], 6000),
+    (["a", " ", "<", ">", "<<", ">>"], 6000),
+    (["a" * 50, " " * 300, "<" + "x" * 2000 + ">", "\r\n"], 160),
 ])
-def test_the_snippet_from_a_prefix_is_the_snippet_of_the_whole_body(alphabet):
+def test_the_snippet_from_a_prefix_is_the_snippet_of_the_whole_body(alphabet, pieces):
     generator = random.Random(alphabet[0])
     for _ in range(3000):
-        text = "".join(generator.choice(alphabet) for _ in range(generator.randint(0, 6000)))
+        text = "".join(generator.choice(alphabet) for _ in range(generator.randint(0, pieces)))
         for html in (False, True):
             assert parsing._snippet(text, html=html) == _snippet_of_whole_text(text, html)
     leading_space = " " * 9000 + "hello " * 100
