@@ -7,6 +7,7 @@ is added here, in one place, from what the operation has (so no view can forget 
   404  a path parameter (a missing, malformed or other owner's id all look the same)
   409, 422, 413  the Idempotency-Key outcomes of a mutating call (aiemaily/api/idempotency.py)
   415  a request body in another media type than JSON
+  414  a query longer than the schema allows (the HTTP server's own HTML answer, before Django)
   429  always: the rate limits
 A view adds its own (403 on DELETE account, 404 for an id in the body, 502 from an AI provider)
 with `extend_schema(responses={code: ERROR})`. Each answer is the `Error` component:
@@ -58,6 +59,12 @@ _DESCRIPTIONS = {
     "502": "The AI provider failed (`ai_*`).",
 }
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+# A query longer than the schema allows may make the request line longer than the HTTP server takes
+# (8 KiB: gunicorn, nginx). That server answers before Django, in its own words: documented as it is.
+# Every valid query fits (tests/project/test_openapi.py adds up the longest).
+TOO_LONG = {"description": "The request line is longer than 8 KiB: only a query the schema refuses can be "
+                           "(the HTTP server's own answer, not the error envelope).",
+            "content": {"text/html": {"schema": {"type": "string"}}}}
 # At least one character that is not whitespace (ECMA and Python agree on `\S`).
 NOT_ONLY_WHITESPACE = r"\S"
 
@@ -102,6 +109,8 @@ class ApiAutoSchema(AutoSchema):
         for code in self._error_statuses(operation):
             if code not in responses:
                 responses[code] = self._get_response_for_code(error(_DESCRIPTIONS[code]), code)
+        if any(p["in"] == "query" for p in operation.get("parameters", [])):
+            responses["414"] = TOO_LONG
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 
