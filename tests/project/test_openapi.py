@@ -3,6 +3,7 @@
 When test_the_committed_schema_is_the_served_one fails, regenerate with `make openapi` and commit.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,6 @@ def _one_of_lists(node):
 def test_no_one_of_has_two_branches_that_both_accept_the_empty_string(schema):
     """`oneOf` means exactly one: a blank-able string whose pattern also matches "" makes "" invalid
     by the schema while the server accepts it (the fuzzer's ST201 on PATCH /ai-settings `model`)."""
-    import re
 
     def accepts_empty(branch):
         # A format (uri, email, uuid…) never admits "", so such a branch and a maxLength-0 one are disjoint.
@@ -171,8 +171,9 @@ def _worst_case_bytes(parameter) -> int:
         value = len(str(schema["maximum"])) + ("minimum" in schema and schema["minimum"] < 0)
     else:
         assert schema["type"] == "string" and "maxLength" in schema, parameter["name"]
-        ascii_only = schema.get("pattern", "").startswith("^[") and schema["pattern"].isascii() \
-            and "\\S" not in schema["pattern"]
+        # Only a pattern that is one positive class of ASCII characters bounds each to three bytes.
+        ascii_only = re.fullmatch(r"\^\[[^\]\^\\]+\]\+\$", schema.get("pattern", "")) is not None \
+            and schema["pattern"].isascii()
         # four bytes of UTF-8 per character, each sent as %XX; an ASCII pattern's symbols as %XX
         value = schema["maxLength"] * (3 if ascii_only else 12)
     return len(parameter["name"]) + 2 + value  # name, "=" and "&"
@@ -193,3 +194,23 @@ def test_every_valid_request_line_fits_within_the_servers_limit(schema):
         if line > REQUEST_LINE_LIMIT:
             too_long[f"{method.upper()} {path}"] = line
     assert too_long == {}
+
+
+def test_no_stripped_field_needs_more_than_one_character(schema):
+    """`\\S` says a stripped value is not blank; it cannot say "at least N characters once stripped".
+    A stripped field with minLength > 1 would call "  ab " valid while the server refuses it: such a
+    field must be taken as typed (trim_whitespace=False) or given a pattern of its own."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("pattern") == r"\S":
+                yield node
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+
+    stripped = list(walk(schema["components"]["schemas"]))
+    assert len(stripped) >= 5
+    assert [field for field in stripped if field.get("minLength", 0) > 1] == []
