@@ -146,6 +146,8 @@ class Folder(OwnedModel):
     highestmodseq = models.BigIntegerField(null=True, blank=True)
     last_uid = models.BigIntegerField(default=0, help_text="every UID up to this one is stored")
     synced_at = models.DateTimeField(null=True, blank=True)
+    parts = models.JSONField(default=dict, blank=True, editable=False,
+                             help_text="a large sync cut into parts that several processes store (mail/sync/parts.py)")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["connection", "name"], name="folder_connection_name")]

@@ -16,12 +16,13 @@ from aiemaily.ownership.binding import owner_scope
 from aiemaily.webhooks.models import Provider, Verdict, WebhookDelivery, WebhookSubscription
 from aiemaily.webhooks.services import delivery_claim, subscription_purge_retired
 from mail import services
-from mail.models import Connection, Message, OutboxMessage
+from mail.models import Connection, Folder, Message, OutboxMessage
 from mail.providers.mailservers import MailServerError, imap_client, verify_imap, verify_smtp
 from mail.send import actions, outbox
 from mail.sync import gmail, graph, push
+from mail.sync import parts as sync_parts
 from mail.sync.idle import IDLE_SECONDS, ConnectionDropped, wait_for_change
-from mail.sync.imap import Progress, _save_progress, sync_connection
+from mail.sync.imap import Progress, _save_progress, sync_connection, sync_parts_while_any
 from mail.sync.rest import AuthFailed, ProviderError, TokenExpired
 from secrets_vault.oauth.base import ACCESS_PURPOSE
 from secrets_vault.sealing import LeaseError, lease_open
@@ -77,6 +78,14 @@ def sync_outage_countdown(retries: int) -> int:
     return min(30, 2 ** (retries + 1))
 
 
+def _retry_outage(task, exc: Exception, connection_id):
+    """A sync stopped by a dependency outage runs again later (the caller re-raises anything else)."""
+    logger.warning("sync of connection %s stopped by an outage (%s); retrying", connection_id, type(exc).__name__)
+    if not db_connection.in_atomic_block:
+        db_connection.close()  # a connection an outage broke may still look usable: never reuse it
+    return task.retry(exc=exc, countdown=sync_outage_countdown(task.request.retries))
+
+
 @shared_task(name="mail.tasks.connection_sync", acks_late=True, bind=True, max_retries=SYNC_OUTAGE_RETRIES)
 def connection_sync(self, leases, owner_id, connection_id):
     """Sync an IMAP connection with a leased password. Safe to run again at any point, so an outage
@@ -86,11 +95,52 @@ def connection_sync(self, leases, owner_id, connection_id):
     except Exception as exc:
         if not is_transient_outage(exc):
             raise
-        logger.warning("sync of connection %s stopped by an outage (%s); retrying", connection_id,
-                       type(exc).__name__)
-        if not db_connection.in_atomic_block:
-            db_connection.close()  # a connection an outage broke may still look usable: never reuse it
-        raise self.retry(exc=exc, countdown=sync_outage_countdown(self.request.retries)) from None
+        raise _retry_outage(self, exc, connection_id) from None
+
+
+@shared_task(name="mail.tasks.connection_sync_part", acks_late=True, bind=True, max_retries=SYNC_OUTAGE_RETRIES)
+def connection_sync_part(self, leases, owner_id, connection_id, folder_id, plan_id, index):
+    """Store one part of a large folder sync that another sync task cut into parts (mail/sync/parts.py),
+    with the lease that task was given. A part claimed already, done, or of a plan since replaced is
+    left alone; a part this task cannot sync is given back, and the coordinating task syncs it."""
+    try:
+        return _connection_sync_part(leases, owner_id, connection_id, folder_id, plan_id, index,
+                                     holder=self.request.id or "")
+    except Exception as exc:
+        if not is_transient_outage(exc):
+            raise
+        raise _retry_outage(self, exc, connection_id) from None
+
+
+def _connection_sync_part(leases, owner_id, connection_id, folder_id, plan_id, index, *, holder: str):
+    with owner_scope(owner_id):
+        connection = Connection.objects.for_owner(owner_id).filter(pk=connection_id).first()
+        folder = Folder.objects.for_owner(owner_id).filter(pk=folder_id, connection_id=connection_id).first()
+    if connection is None or folder is None or connection.status == Connection.Status.DISCONNECTED:
+        return {"connection_id": connection_id, "status": "gone"}
+    claimed = sync_parts.part_claim(owner_id, folder_id, plan_id, index, holder=holder)
+    if claimed is None:
+        return {"connection_id": connection_id, "status": "taken"}
+    plan = sync_parts.plan_read(owner_id, folder_id, plan_id) or {}
+    try:
+        password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
+                              purpose="imap_password")
+        with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
+                         connection.imap_username, password) as client:
+            del password
+            selected = client.select_folder(folder.name, readonly=True)
+            if int(selected[b"UIDVALIDITY"]) != plan.get("uidvalidity"):
+                # Renumbered since the plan: its coordinator's next sync starts the folder again.
+                sync_parts.part_release(owner_id, folder_id, plan_id, index, holder=holder)
+                return {"connection_id": connection_id, "status": "renumbered"}
+            synced = sync_parts_while_any(client, owner_id, connection, folder, int(selected[b"UIDVALIDITY"]), plan_id,
+                                          claimed, holder=holder)
+    except (MailServerError, LeaseError, KeyError) as exc:
+        logger.warning("part %s of a sync of connection %s given back: %s", index, connection_id, type(exc).__name__)
+        sync_parts.part_release(owner_id, folder_id, plan_id, index, holder=holder)
+        return {"connection_id": connection_id, "status": "released"}
+    logger.info("stored %d parts of a sync of connection %s", synced, connection_id)
+    return {"connection_id": connection_id, "status": "synced", "parts": synced}
 
 
 def _connection_sync(leases, owner_id, connection_id):
@@ -103,7 +153,8 @@ def _connection_sync(leases, owner_id, connection_id):
                               purpose="imap_password")
         with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
                          connection.imap_username, password) as client:
-            progress = sync_connection(client, owner_id, connection)
+            progress = sync_connection(client, owner_id, connection, queue_part=_part_queuer(leases, owner_id,
+                                                                                           connection_id))
     except (MailServerError, LeaseError) as exc:
         message = exc.message if isinstance(exc, MailServerError) else "The mail worker could not use the credentials."
         _save_progress(owner_id, connection_id, Progress().as_state("error", message))
@@ -113,6 +164,17 @@ def _connection_sync(leases, owner_id, connection_id):
                                                         error_code=exc.code, error=exc.message)
         return {"connection_id": connection_id, "status": "error"}
     return {"connection_id": connection_id, "status": "synced", "messages": progress.done}
+
+
+def _part_queuer(leases, owner_id, connection_id):
+    """How a sync hands a part of a large folder to the sync pool: a task with the same lease (only the
+    IMAP password's; the sync queue's processes hold the key that opens it)."""
+    imap_only = {"imap_password": leases["imap_password"]}
+
+    def queue_part(folder_id, plan_id, index):
+        connection_sync_part.apply_async((imap_only, str(owner_id), str(connection_id), str(folder_id), plan_id,
+                                          index))
+    return queue_part
 
 
 def _watching(owner_id, connection_id, secret_id) -> bool:

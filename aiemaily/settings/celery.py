@@ -75,5 +75,12 @@ AIEMAILY_UI_POLL_SECONDS = env_int("AIEMAILY_UI_POLL_SECONDS", 20)
 AIEMAILY_IDLE_CHECK_SECONDS = env_int("AIEMAILY_IDLE_CHECK_SECONDS", 5)
 AIEMAILY_IDLE_BACKOFF_SECONDS = env_int("AIEMAILY_IDLE_BACKOFF_SECONDS", 5)
 AIEMAILY_IDLE_BACKOFF_MAX_SECONDS = env_int("AIEMAILY_IDLE_BACKOFF_MAX_SECONDS", 300)
+# A large sync of one folder is cut into up to AIEMAILY_SYNC_PARTS parts of at least
+# AIEMAILY_SYNC_PART_MIN new messages, stored side by side by the sync pool's processes
+# (mail/sync/parts.py; 1 part: one process does it all); a part whose process stopped beating for
+# AIEMAILY_SYNC_PART_STALE_SECONDS is taken over.
+AIEMAILY_SYNC_PARTS = env_int("AIEMAILY_SYNC_PARTS", 16)
+AIEMAILY_SYNC_PART_MIN = env_int("AIEMAILY_SYNC_PART_MIN", 1000)
+AIEMAILY_SYNC_PART_STALE_SECONDS = env_int("AIEMAILY_SYNC_PART_STALE_SECONDS", 120)
 # Beat is a singleton (aiemaily/ops/beat_lock.py): a second beat stands by and takes over within this.
 AIEMAILY_BEAT_LOCK_SECONDS = env_int("AIEMAILY_BEAT_LOCK_SECONDS", 30)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -29,6 +30,7 @@ from mail import blobstore
 from mail.assistant.services import triage_new
 from mail.models import Connection, Folder, Message
 from mail.parsing import header_thread_id, parse
+from mail.sync import parts
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +103,10 @@ def _unreadable_row(owner_id, connection: Connection, folder: Folder, uidvalidit
                    parse_error=f"could not be read: {type(error).__name__}"[:200])
 
 
-def _store_batch(owner_id, connection: Connection, folder: Folder, uidvalidity: int, fetched: dict) -> int:
+def _store_batch(owner_id, connection: Connection, folder: Folder, uidvalidity: int, fetched: dict, *,
+                 advance: bool = True) -> int:
+    """Store a fetched batch; `advance`: move the folder's cursor to its last UID (not for a part of a
+    sync cut into parts, whose cursor moves once every part is stored: mail/sync/parts.py)."""
     rows = []
     for uid, data in sorted(fetched.items()):
         try:
@@ -120,10 +125,12 @@ def _store_batch(owner_id, connection: Connection, folder: Folder, uidvalidity: 
         # refused row with its error instead.
         rows = [_insert_one(owner_id, connection, folder, uidvalidity, row, fetched[row.uid]) for row in rows]
     with owner_scope(owner_id):
-        Folder.objects.for_owner(owner_id).filter(pk=folder.pk).update(last_uid=max(fetched))
+        if advance:
+            Folder.objects.for_owner(owner_id).filter(pk=folder.pk).update(last_uid=max(fetched))
         if connection.ai_triage:  # opt-in per mailbox: the assistant triages what just arrived
             triage_new(owner_id=owner_id, message_ids=[row.pk for row in rows])
-    folder.last_uid = max(fetched)
+    if advance:
+        folder.last_uid = max(fetched)
     return len(rows)
 
 
@@ -149,7 +156,7 @@ def _reset_folder(owner_id, folder: Folder, uidvalidity: int) -> None:
         keys = list(Message.objects.for_owner(owner_id).filter(folder=folder).values_list("blob_key", flat=True))
         Message.objects.for_owner(owner_id).filter(folder=folder).delete()
         Folder.objects.for_owner(owner_id).filter(pk=folder.pk).update(
-            uidvalidity=uidvalidity, last_uid=0, highestmodseq=None, uidnext=None)
+            uidvalidity=uidvalidity, last_uid=0, highestmodseq=None, uidnext=None, parts={})
     for key in keys:
         if key:
             blobstore.delete(owner_id, key)
@@ -228,7 +235,91 @@ def _prefetched(client, batches: list[list[int]]):
         # connection is used again or closed.
 
 
-def sync_folder(client, owner_id, connection: Connection, folder: Folder, progress: Progress, condstore: bool) -> None:
+def _stored_uids(owner_id, folder: Folder, above: int, upto: int | None = None) -> set[int]:
+    """UIDs above the cursor that are stored already: by a sync cut into parts that stopped before its
+    end (mail/sync/parts.py), or by one running at the same time."""
+    with owner_scope(owner_id):
+        stored = Message.objects.for_owner(owner_id).filter(folder=folder, uid__gt=above)
+        if upto is not None:
+            stored = stored.filter(uid__lte=upto)
+        return set(stored.values_list("uid", flat=True))
+
+
+def sync_part(client, owner_id, connection: Connection, folder: Folder, uidvalidity: int, plan_id: str,
+              index: int, part: dict, report=None) -> None:
+    """Store the messages of one claimed part (its folder selected on `client`), beating after each
+    batch, then mark it done. `report(plan)` is told of every batch (the coordinator's progress)."""
+    first, last = part["first"], part["last"]
+    wanted = [uid for uid in sorted(client.search(["UID", f"{first}:{last}"])) if first <= uid <= last]
+    stored = _stored_uids(owner_id, folder, first - 1, last)
+    uids = [uid for uid in wanted if uid not in stored]
+    with closing(_prefetched(client, _batches(client, uids))) as fetches:
+        for fetched in fetches:
+            count = _store_batch(owner_id, connection, folder, uidvalidity, fetched, advance=False) if fetched else 0
+            plan = parts.part_beat(owner_id, folder.pk, plan_id, index, stored=count)
+            if plan is None:
+                return  # a later sync replaced the plan (or the folder is gone): it does the rest
+            if report is not None:
+                report(plan)
+    parts.part_done(owner_id, folder.pk, plan_id, index)
+
+
+def sync_parts_while_any(client, owner_id, connection: Connection, folder: Folder, uidvalidity: int, plan_id: str,
+                         claimed: tuple[int, dict] | None = None, *, holder: str = "", report=None) -> int:
+    """Sync `claimed` (if given), then every part left to claim, lowest first, on this one session
+    (a process that is free takes the next part rather than wait for its own task). Returns the
+    number of parts synced."""
+    synced = 0
+    while claimed is not None or (claimed := parts.part_claim(owner_id, folder.pk, plan_id, holder=holder)):
+        try:
+            sync_part(client, owner_id, connection, folder, uidvalidity, plan_id, *claimed, report=report)
+        except Exception as exc:
+            if not is_transient_outage(exc):  # with the database away, the part's beat goes stale instead
+                parts.part_release(owner_id, folder.pk, plan_id, claimed[0], holder=holder)
+            raise
+        claimed, synced = None, synced + 1
+    return synced
+
+
+# How often the coordinator of a sync cut into parts looks at the parts others hold.
+PART_WAIT_SECONDS = 0.25
+
+
+def _wait_for_parts() -> None:
+    time.sleep(PART_WAIT_SECONDS)
+
+
+def _sync_in_parts(client, owner_id, connection: Connection, folder: Folder, uidvalidity: int, runs: list,
+                   progress: Progress, queue_part) -> None:
+    """Coordinate a sync cut into parts (mail/sync/parts.py): queue the others, claim parts lowest
+    first, then wait for the rest and move the cursor."""
+    plan = parts.plan_write(owner_id, folder.pk, uidvalidity=uidvalidity, runs=runs)
+    first = parts.part_claim(owner_id, folder.pk, plan["id"], 0)  # this session's, before anyone else is told
+    for index in range(1, len(runs)):
+        queue_part(folder.pk, plan["id"], index)
+    base = progress.done
+
+    def report(current):
+        progress.done = base + parts.stored(current)
+        _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
+
+    while True:
+        sync_parts_while_any(client, owner_id, connection, folder, uidvalidity, plan["id"], first, report=report)
+        first = None
+        finished = parts.plan_finish(owner_id, folder.pk, plan["id"])
+        if finished is not None:
+            progress.done = base + finished
+            break
+        _wait_for_parts()  # parts held by other processes: wait, or take one whose claimant died
+        report(parts.plan_read(owner_id, folder.pk, plan["id"]))
+    with owner_scope(owner_id):
+        folder.last_uid = Folder.objects.for_owner(owner_id).get(pk=folder.pk).last_uid
+
+
+def sync_folder(client, owner_id, connection: Connection, folder: Folder, progress: Progress, condstore: bool,
+                queue_part=None) -> None:
+    """Sync one folder. `queue_part(folder_id, plan_id, index)`, when given, hands parts of a large
+    sync to the sync pool's other processes (mail/sync/parts.py); without it one process does it all."""
     info = client.select_folder(folder.name, readonly=True)
     uidvalidity = int(info[b"UIDVALIDITY"])
     uidnext = int(info.get(b"UIDNEXT", 0))
@@ -246,14 +337,21 @@ def sync_folder(client, owner_id, connection: Connection, folder: Folder, progre
 
     new_uids = [] if exists == 0 else sorted(u for u in client.search(["UID", f"{folder.last_uid + 1}:*"])
                                              if u > folder.last_uid)
+    if new_uids:
+        stored = _stored_uids(owner_id, folder, folder.last_uid)
+        new_uids = [uid for uid in new_uids if uid not in stored]
     progress.total += len(new_uids)
     _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
-    batches = _batches(client, new_uids)
-    with closing(_prefetched(client, batches)) as fetches:  # closed (and its thread joined) on any exit
-        for fetched in fetches:
-            if fetched:
-                progress.done += _store_batch(owner_id, connection, folder, uidvalidity, fetched)
-            _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
+    runs = parts.split(new_uids, parts=settings.AIEMAILY_SYNC_PARTS, minimum=settings.AIEMAILY_SYNC_PART_MIN)
+    if queue_part is not None and len(runs) > 1:
+        _sync_in_parts(client, owner_id, connection, folder, uidvalidity, runs, progress, queue_part)
+    else:
+        # closed (and its thread joined) on any exit
+        with closing(_prefetched(client, _batches(client, new_uids))) as fetches:
+            for fetched in fetches:
+                if fetched:
+                    progress.done += _store_batch(owner_id, connection, folder, uidvalidity, fetched)
+                _save_progress(owner_id, connection.pk, progress.as_state("syncing"))
 
     if folder.highestmodseq and modseq and modseq != folder.highestmodseq:
         # CONDSTORE: only the messages whose mod-sequence moved (SEARCH MODSEQ, RFC 7162).
@@ -271,7 +369,8 @@ def sync_folder(client, owner_id, connection: Connection, folder: Folder, progre
             uidvalidity=uidvalidity, uidnext=uidnext, highestmodseq=modseq, synced_at=timezone.now())
 
 
-def sync_connection(client, owner_id, connection: Connection, folders: list[str] | None = None) -> Progress:
+def sync_connection(client, owner_id, connection: Connection, folders: list[str] | None = None,
+                    queue_part=None) -> Progress:
     progress = Progress(started=time.monotonic())
     condstore = b"CONDSTORE" in client.capabilities()
     if condstore:
@@ -283,6 +382,6 @@ def sync_connection(client, owner_id, connection: Connection, folders: list[str]
         if folders is not None and name not in folders:
             continue
         folder = _folder_row(owner_id, connection.pk, name, flags)
-        sync_folder(client, owner_id, connection, folder, progress, condstore)
+        sync_folder(client, owner_id, connection, folder, progress, condstore, queue_part)
     _save_progress(owner_id, connection.pk, progress.as_state("idle"))
     return progress

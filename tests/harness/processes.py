@@ -86,12 +86,14 @@ def skewed_clock(offset: str | None = None, *, timestamp_file: Path | None = Non
 class Worker:
     """`celery -A aiemaily worker -Q <queue>` as a child process, its log kept for inspection."""
 
-    def __init__(self, role: str, queue: str, log_path: Path, extra_env: dict | None = None):
+    def __init__(self, role: str, queue: str, log_path: Path, extra_env: dict | None = None, processes: int = 1):
+        """One process (`-P solo`), or `processes` child processes (prefork, as the Procfile runs worker-sync)."""
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        pool = ["-P", "solo"] if processes == 1 else ["-P", "prefork", "--concurrency", str(processes)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "aiemaily", "worker", "-Q", queue, "-n", f"{role}-{os.getpid()}@%h",
-             "-P", "solo", "--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel", "INFO"],
+             *pool, "--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel", "INFO"],
             env=role_env(role, extra=extra_env), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT,
         )
