@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ctypes
+import functools
 import hmac
 import json
 import os
@@ -421,5 +422,11 @@ def zero(buffer: bytearray | memoryview) -> None:
     if view.readonly:
         raise TypeError("zero() needs a writable buffer such as a bytearray")
     if view.nbytes:
-        array = (ctypes.c_char * view.nbytes).from_buffer(view.cast("B"))
+        array = _char_array(view.nbytes).from_buffer(view.cast("B"))
         ctypes.memset(ctypes.addressof(array), 0, view.nbytes)
+
+
+@functools.lru_cache(maxsize=64)
+def _char_array(size: int):
+    # Making a ctypes array type costs more than the memset: every stored message zeroes a 32-byte key.
+    return ctypes.c_char * size

@@ -80,7 +80,7 @@ AIEMAILY_IDLE_BACKOFF_MAX_SECONDS = env_int("AIEMAILY_IDLE_BACKOFF_MAX_SECONDS",
 # (mail/sync/parts.py; 1 part: one process does it all); a part whose process stopped beating for
 # AIEMAILY_SYNC_PART_STALE_SECONDS is taken over.
 AIEMAILY_SYNC_PARTS = env_int("AIEMAILY_SYNC_PARTS", 16)
-AIEMAILY_SYNC_PART_MIN = env_int("AIEMAILY_SYNC_PART_MIN", 1000)
+AIEMAILY_SYNC_PART_MIN = env_int("AIEMAILY_SYNC_PART_MIN", 500)
 AIEMAILY_SYNC_PART_STALE_SECONDS = env_int("AIEMAILY_SYNC_PART_STALE_SECONDS", 120)
 # Beat is a singleton (aiemaily/ops/beat_lock.py): a second beat stands by and takes over within this.
 AIEMAILY_BEAT_LOCK_SECONDS = env_int("AIEMAILY_BEAT_LOCK_SECONDS", 30)

@@ -16,9 +16,11 @@ transaction bound to the owner.
 
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -75,17 +77,22 @@ def _folder_row(owner_id, connection_id, name: str, flags) -> Folder:
     return folder
 
 
-def _row(owner_id, connection: Connection, folder: Folder, uidvalidity: int, uid: int, data: dict) -> Message:
+def _row(owner_id, connection: Connection, folder: Folder, uidvalidity: int, uid: int, data: dict,
+         now: datetime) -> Message:
     raw = data.get(b"BODY[]") or b""
     parsed = parse(raw)
     key = blobstore.put(owner_id, ("messages", str(connection.pk), f"{folder.pk}-{uidvalidity}-{uid}"), raw)
     flags = [f.decode("utf-8", "replace") if isinstance(f, bytes) else str(f) for f in data.get(b"FLAGS", ())]
+    # Every column with a default is given (the id, the batch's time, the sealed columns that
+    # seal_all fills before the insert): the model's defaults cost a tenth of a stored message's
+    # CPU when looked up row by row.
     return Message(
-        owner_id=owner_id, connection=connection, folder=folder, uidvalidity=uidvalidity, uid=uid,
-        message_id=parsed.message_id, from_addr=parsed.from_addr, to_addrs=parsed.to_addrs,
-        cc_addrs=parsed.cc_addrs, subject=parsed.subject, date=parsed.date or timezone.now(), flags=flags,
-        unread="\\Seen" not in flags, size=data.get(b"RFC822.SIZE", len(raw)), snippet=parsed.snippet,
-        blob_key=key, parse_error=parsed.parse_error, thread_id=header_thread_id(parsed),
+        id=uuid.uuid4(), owner_id=owner_id, connection_id=connection.pk, folder_id=folder.pk,
+        uidvalidity=uidvalidity, uid=uid, message_id=parsed.message_id, from_addr=parsed.from_addr,
+        to_addrs=parsed.to_addrs, cc_addrs=parsed.cc_addrs, subject=parsed.subject, date=parsed.date or now,
+        flags=flags, unread="\\Seen" not in flags, size=data.get(b"RFC822.SIZE", len(raw)), snippet=parsed.snippet,
+        blob_key=key, parse_error=parsed.parse_error, thread_id=header_thread_id(parsed), created_at=now,
+        subject_ct=None, from_ct=None, to_ct=None, cc_ct=None, snippet_ct=None,
     )
 
 
@@ -107,10 +114,10 @@ def _store_batch(owner_id, connection: Connection, folder: Folder, uidvalidity: 
                  advance: bool = True) -> int:
     """Store a fetched batch; `advance`: move the folder's cursor to its last UID (not for a part of a
     sync cut into parts, whose cursor moves once every part is stored: mail/sync/parts.py)."""
-    rows = []
+    rows, now = [], timezone.now()
     for uid, data in sorted(fetched.items()):
         try:
-            rows.append(_row(owner_id, connection, folder, uidvalidity, uid, data))
+            rows.append(_row(owner_id, connection, folder, uidvalidity, uid, data, now))
         except (ValueError, TypeError, LookupError, AttributeError, UnicodeError) as exc:
             logger.warning("message uid %s of connection %s could not be read: %s", uid, connection.pk,
                            type(exc).__name__)

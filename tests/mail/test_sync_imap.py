@@ -145,7 +145,9 @@ def test_a_no_change_sync_does_no_work(connected, dovecot, monkeypatch):
     assert calls == []
 
 
-def test_an_interrupted_sync_resumes_without_loss_or_duplicates(connected, dovecot, monkeypatch):
+def test_an_interrupted_sync_resumes_without_loss_or_duplicates(connected, dovecot, monkeypatch, settings):
+    # One process storing batch after batch; a sync cut into parts is interrupted in test_sync_parts.py.
+    settings.AIEMAILY_SYNC_PARTS = 1
     client, connection, user = connected
     dovecot.seed(user, sample_messages(1100, malformed=False))
     monkeypatch.setattr(sync_imap, "BATCH", 300)
