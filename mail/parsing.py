@@ -310,7 +310,7 @@ def _snippet(text: str, *, html: bool = False) -> str:
     """The first 200 characters of `text` with its whitespace collapsed (and, `html`, its tags
     dropped). Only as much of a long body is read as those 200 need: collapsing a whole body cost
     more than parsing the message. The result is the same as from the whole text."""
-    size = 1024
+    size = 256  # most bodies give 200 characters from their first 256; a sparser one is read further
     while True:
         prefix = text[:size]
         if html and size < len(text):
