@@ -78,6 +78,18 @@ def sync_outage_countdown(retries: int) -> int:
     return min(30, 2 ** (retries + 1))
 
 
+@contextmanager
+def _imap_session(leases, owner_id, connection: Connection):
+    """An IMAP session of `connection`, logged in with its leased password (LeaseError and
+    MailServerError go to the caller); the password is not kept once the server has it."""
+    password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection.pk,
+                          purpose="imap_password")
+    with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
+                     connection.imap_username, password) as client:
+        del password
+        yield client
+
+
 def _retry_outage(task, exc: Exception, connection_id):
     """A sync stopped by a dependency outage runs again later (the caller re-raises anything else)."""
     logger.warning("sync of connection %s stopped by an outage (%s); retrying", connection_id, type(exc).__name__)
@@ -123,11 +135,7 @@ def _connection_sync_part(leases, owner_id, connection_id, folder_id, plan_id, i
         return {"connection_id": connection_id, "status": "taken"}
     plan = sync_parts.plan_read(owner_id, folder_id, plan_id) or {}
     try:
-        password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
-                              purpose="imap_password")
-        with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
-                         connection.imap_username, password) as client:
-            del password
+        with _imap_session(leases, owner_id, connection) as client:
             selected = client.select_folder(folder.name, readonly=True)
             if int(selected[b"UIDVALIDITY"]) != plan.get("uidvalidity"):
                 # Renumbered since the plan: its coordinator's next sync starts the folder again.
@@ -149,10 +157,7 @@ def _connection_sync(leases, owner_id, connection_id):
     if connection is None or connection.status == Connection.Status.DISCONNECTED:
         return {"connection_id": connection_id, "status": "gone"}
     try:
-        password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
-                              purpose="imap_password")
-        with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
-                         connection.imap_username, password) as client:
+        with _imap_session(leases, owner_id, connection) as client:
             progress = sync_connection(client, owner_id, connection, queue_part=_part_queuer(leases, owner_id,
                                                                                            connection_id))
     except (MailServerError, LeaseError) as exc:
@@ -241,11 +246,7 @@ def idle_watch(leases, owner_id, connection_id, max_seconds=None):
         _save_progress(owner_id, connection_id, {"idle_until": until.isoformat()})
     dropped = ""
     try:
-        password = lease_open(leases["imap_password"], owner_id=owner_id, connection_id=connection_id,
-                              purpose="imap_password")
-        with imap_client(connection.imap_host, connection.imap_port, connection.imap_security,
-                         connection.imap_username, password) as client:
-            del password
+        with _imap_session(leases, owner_id, connection) as client:
             with _database_turn():
                 _reconnected(owner_id, connection_id)
             changed = wait_for_change(client, max_seconds=seconds, check_seconds=settings.AIEMAILY_IDLE_CHECK_SECONDS,

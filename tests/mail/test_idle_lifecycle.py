@@ -24,6 +24,7 @@ from secrets_vault.crypto import SecretStr
 from secrets_vault.tasks import leases_issue
 from tests.conftest import issue_tokens
 from tests.harness.factories import UserFactory
+from tests.harness.mailboxes import imap_mailbox
 from tests.harness.mailservers import Dovecot, sample_messages
 from tests.harness.processes import ROOT, Worker, role_env, wait_for
 from tests.mail.test_idle import _append_later
@@ -36,15 +37,7 @@ def _mail_env(test_ca) -> dict:
 
 
 def _connection(owner, dovecot, smtp_server, *, active=True):
-    user, password = dovecot.add_user()
-    server = {"host": "localhost", "port": dovecot.imaps_port, "security": "tls", "username": user,
-              "password": SecretStr(password)}
-    with owner_scope(owner):
-        connection = services.connection_create_imap(owner=owner, email=user, imap=server,
-                                                     smtp=dict(server, port=smtp_server.tls_port))
-        if active:
-            Connection.objects.for_owner(owner).filter(pk=connection.pk).update(status="active")
-    return connection, user
+    return imap_mailbox(owner, dovecot, smtp_server, active=active)
 
 
 def _state(owner, connection_id) -> dict:

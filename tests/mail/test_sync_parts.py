@@ -12,14 +12,13 @@ import pytest
 from django.utils import timezone
 
 from aiemaily.ownership.binding import owner_scope
-from mail import services
-from mail.models import Connection, Folder, Message
+from mail.models import Folder, Message
 from mail.sync import imap as sync_imap
 from mail.sync import parts
 from mail.tasks import connection_sync, connection_sync_part
-from secrets_vault.crypto import SecretStr
 from secrets_vault.tasks import leases_issue
 from tests.harness.factories import UserFactory
+from tests.harness.mailboxes import imap_mailbox
 from tests.harness.mailservers import MALFORMED, sample_messages
 from tests.harness.object_store import objects_dir
 from tests.harness.processes import Worker, mail_worker_env
@@ -38,13 +37,7 @@ def part_settings(settings):
 
 def _mailbox(dovecot, smtp_server, count=SEEDED):
     owner = UserFactory()
-    user, password = dovecot.add_user()
-    server = {"host": "localhost", "port": dovecot.imaps_port, "security": "tls", "username": user,
-              "password": SecretStr(password)}
-    with owner_scope(owner):
-        connection = services.connection_create_imap(owner=owner, email=user, imap=server,
-                                                     smtp=dict(server, port=smtp_server.tls_port))
-        Connection.objects.for_owner(owner).filter(pk=connection.pk).update(status="active", verified_at=timezone.now())
+    connection, user = imap_mailbox(owner, dovecot, smtp_server, verified_at=timezone.now())
     dovecot.seed(user, sample_messages(count))
     return owner, connection
 
