@@ -136,14 +136,14 @@ def _connection_sync_part(leases, owner_id, connection_id, folder_id, plan_id, i
     plan = sync_parts.plan_read(owner_id, folder_id, plan_id) or {}
     try:
         with _imap_session(leases, owner_id, connection) as client:
-            selected = client.select_folder(folder.name, readonly=True)
-            if int(selected[b"UIDVALIDITY"]) != plan.get("uidvalidity"):
+            uidvalidity = client.select_folder(folder.name, readonly=True).get(b"UIDVALIDITY")
+            if uidvalidity is None or int(uidvalidity) != plan.get("uidvalidity"):
                 # Renumbered since the plan: its coordinator's next sync starts the folder again.
                 sync_parts.part_release(owner_id, folder_id, plan_id, index, holder=holder)
                 return {"connection_id": connection_id, "status": "renumbered"}
-            synced = sync_parts_while_any(client, owner_id, connection, folder, int(selected[b"UIDVALIDITY"]), plan_id,
-                                          claimed, holder=holder)
-    except (MailServerError, LeaseError, KeyError) as exc:
+            synced = sync_parts_while_any(client, owner_id, connection, folder, int(uidvalidity), plan_id, claimed,
+                                          holder=holder)
+    except (MailServerError, LeaseError) as exc:
         logger.warning("part %s of a sync of connection %s given back: %s", index, connection_id, type(exc).__name__)
         sync_parts.part_release(owner_id, folder_id, plan_id, index, holder=holder)
         return {"connection_id": connection_id, "status": "released"}

@@ -256,7 +256,7 @@ def sync_part(client, owner_id, connection: Connection, folder: Folder, uidvalid
               index: int, part: dict, report=None) -> None:
     """Store the messages of one claimed part (its folder selected on `client`), beating after each
     batch, then mark it done. `report(plan)` is told of every batch (the coordinator's progress)."""
-    first, last = part["first"], part["last"]
+    first, last = int(part["first"]), int(part["last"])  # numbers only ever reach the IMAP command
     wanted = [uid for uid in sorted(client.search(["UID", f"{first}:{last}"])) if first <= uid <= last]
     stored = _stored_uids(owner_id, folder, first - 1, last)
     uids = [uid for uid in wanted if uid not in stored]
@@ -320,7 +320,8 @@ def _sync_in_parts(client, owner_id, connection: Connection, folder: Folder, uid
         _wait_for_parts()  # parts held by other processes: wait, or take one whose claimant died
         report(parts.plan_read(owner_id, folder.pk, plan["id"]))
     with owner_scope(owner_id):
-        folder.last_uid = Folder.objects.for_owner(owner_id).get(pk=folder.pk).last_uid
+        cursor = Folder.objects.for_owner(owner_id).filter(pk=folder.pk).values_list("last_uid", flat=True).first()
+    folder.last_uid = cursor if cursor is not None else folder.last_uid  # None: the folder was deleted meanwhile
 
 
 def sync_folder(client, owner_id, connection: Connection, folder: Folder, progress: Progress, condstore: bool,

@@ -45,8 +45,12 @@ def split(uids: list[int], *, parts: int, minimum: int) -> list[list[int]]:
     return [uids[start:start + size] for start in range(0, len(uids), size)]
 
 
-def _locked(owner_id, folder_id) -> Folder | None:
-    return Folder.objects.for_owner(owner_id).select_for_update().filter(pk=folder_id).first()
+def _locked_plan(owner_id, folder_id, plan_id: str) -> tuple[Folder | None, dict | None]:
+    """The folder row, locked, and its plan if it is still `plan_id` (else None: replaced, finished,
+    or the folder is gone). Call inside the owner's binding and a transaction."""
+    folder = Folder.objects.for_owner(owner_id).select_for_update().filter(pk=folder_id).first()
+    plan = folder.parts if folder is not None else None
+    return folder, (plan if plan and plan.get("id") == plan_id else None)
 
 
 def _save(owner_id, folder_id, plan: dict) -> None:
@@ -86,9 +90,8 @@ def part_claim(owner_id, folder_id, plan_id: str, index: int | None = None, *,
     """Claim part `index` (or, None, the lowest part anyone may claim) of this plan for `holder` (a
     task id): (index, part), or None when another live claimant holds it, it is done, or the plan is gone."""
     with owner_scope(owner_id):
-        folder = _locked(owner_id, folder_id)
-        plan = folder.parts if folder is not None else None
-        if not plan or plan.get("id") != plan_id:
+        _, plan = _locked_plan(owner_id, folder_id, plan_id)
+        if plan is None:
             return None
         now = database_now()
         candidates = range(len(plan["parts"])) if index is None else [index]
@@ -102,9 +105,8 @@ def part_claim(owner_id, folder_id, plan_id: str, index: int | None = None, *,
 
 def _update(owner_id, folder_id, plan_id: str, index: int, **changes) -> dict | None:
     with owner_scope(owner_id):
-        folder = _locked(owner_id, folder_id)
-        plan = folder.parts if folder is not None else None
-        if not plan or plan.get("id") != plan_id:
+        _, plan = _locked_plan(owner_id, folder_id, plan_id)
+        if plan is None:
             return None
         part = plan["parts"][index]
         part["stored"] += changes.pop("stored", 0)  # rows written, whoever holds the part now
@@ -126,9 +128,8 @@ def part_done(owner_id, folder_id, plan_id: str, index: int) -> None:
 def part_release(owner_id, folder_id, plan_id: str, index: int, *, holder: str = "") -> None:
     """Give back a part `holder` holds (it could not sync it): the next free process claims it at once."""
     with owner_scope(owner_id):
-        folder = _locked(owner_id, folder_id)
-        plan = folder.parts if folder is not None else None
-        if not plan or plan.get("id") != plan_id:
+        _, plan = _locked_plan(owner_id, folder_id, plan_id)
+        if plan is None:
             return
         part = plan["parts"][index]
         if part["state"] == CLAIMED and part.get("holder", "") == holder:
@@ -141,9 +142,8 @@ def plan_finish(owner_id, folder_id, plan_id: str) -> int | None:
     are left; otherwise the plan is over and this is the number of messages its parts stored (0 for
     a plan gone: replaced by a later sync, its folder renumbered or deleted)."""
     with owner_scope(owner_id):
-        folder = _locked(owner_id, folder_id)
-        plan = folder.parts if folder is not None else None
-        if not plan or plan.get("id") != plan_id:
+        folder, plan = _locked_plan(owner_id, folder_id, plan_id)
+        if plan is None:
             return 0
         if folder.uidvalidity is not None and folder.uidvalidity != plan["uidvalidity"]:
             _save(owner_id, folder_id, {})  # the folder was renumbered meanwhile: these UIDs mean nothing now

@@ -272,3 +272,25 @@ def test_two_worker_processes_share_a_large_sync(tmp_path, test_ca, mail_setting
     assert _folder(owner).last_uid == max(uids) and _folder(owner).parts == {}
     listed = client.get("/api/v1/messages?limit=100").json()["results"]
     assert len(listed) == 100 and len({m["id"] for m in listed}) == 100
+
+
+def test_a_part_task_finding_the_folder_renumbered_gives_its_part_back(part_settings, mail_settings, dovecot,
+                                                                        smtp_server, objects_dir, monkeypatch):
+    owner, connection = _mailbox(dovecot, smtp_server)
+    queued = Queued(monkeypatch)
+
+    def stop_after_plan(*args, **kwargs):
+        raise SystemExit("stopped once the plan was written")
+    monkeypatch.setattr(sync_imap, "sync_parts_while_any", stop_after_plan)
+    with pytest.raises(SystemExit):
+        _sync(owner, connection)
+    leases, owner_id, connection_id, folder_id, plan_id, index = queued.calls[0]
+    # The plan was made under another UIDVALIDITY than the server's now (the folder was renumbered).
+    folder = _folder(owner)
+    renumbered = {**folder.parts, "uidvalidity": folder.parts["uidvalidity"] + 1}
+    with owner_scope(owner):
+        Folder.objects.for_owner(owner).filter(pk=folder.pk).update(parts=renumbered)
+    result = connection_sync_part(leases, owner_id, connection_id, folder_id, plan_id, index)
+    assert result["status"] == "renumbered"
+    assert _folder(owner).parts["parts"][index]["state"] == parts.QUEUED
+    assert _uids(owner) == []
