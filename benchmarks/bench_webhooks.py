@@ -13,10 +13,17 @@ baseline and the verified route on the lean webhook path (aiemaily/webhooks/midd
 again through the full browser middleware stack (how every delivery ran before the lean path), so
 before and after come from one run; and a fifth: the verified route publishing each hand-off on the
 request thread (AIEMAILY_WEBHOOK_HANDOFF_MS=0, how every delivery ran before the relay).
+
+The whole rotation runs ROUNDS times (BENCH_WEBHOOK_ROUNDS, 3) with new deliveries each time, and the
+table gives each mode's median over the rounds: this machine is shared, and its speed drifts by up to
+about 1.7x within minutes (a `SELECT 1` taking 0.13 ms or 0.33 ms), so one round at a slow moment says
+more about the moment than about the code. Each round's verified rates and its `SELECT 1` time are
+listed beside the table.
 """
 
 import json
 import os
+import statistics
 import time
 import uuid
 
@@ -37,6 +44,7 @@ from tests.harness.factories import UserFactory
 from tests.harness.google_push import AUDIENCE, SERVICE_ACCOUNT, TOPIC, GoogleCerts, envelope
 
 DELIVERIES, WARM_UP = 1000, 100
+ROUNDS = int(os.environ.get("BENCH_WEBHOOK_ROUNDS", "3"))
 STRIPE_SECRET = "whsec_" + "bench0secret" * 3
 CLIENT_STATE = "bench-client-state-" + "s" * 40
 TABLE_HEAD = ("| provider | baseline /s | verified + ledgered /s | share of baseline | one publish per delivery /s "
@@ -72,6 +80,12 @@ def _rates(modes: dict, bodies: dict) -> dict[str, float]:
                 if n >= WARM_UP:
                     spent[name] += time.perf_counter() - start
     return {name: (rounds - WARM_UP) / spent[name] for name in names}
+
+
+def _goal_met(rates: dict[str, float]) -> bool:
+    """≥ 500/s for Stripe and Graph, Gmail within 2× of both ({"stripe:verified": rate, ...})."""
+    stripe, graph, gmail = (rates[f"{name}:verified"] for name in ("stripe", "graph", "gmail"))
+    return min(stripe, graph) >= 500 and max(stripe, graph) <= 2 * gmail
 
 
 def _stripe_bodies(n):
@@ -131,11 +145,12 @@ def test_webhook_throughput(record_benchmark, settings, test_ca, monkeypatch):
             assert client.post(f"{prefix}/webhooks/graph", body, content_type="application/json").status_code == 202
         return send
 
-    def inputs():
+    def inputs(first_history_id=10**6):
         return {
             "stripe": (stripe_send, lambda mode: list(_stripe_bodies(total))),
             "gmail": (gmail_send, lambda mode: [
-                envelope({"emailAddress": GMAIL_ADDRESSES.get(mode, "bench@gmail.test"), "historyId": 10**6 + n})
+                envelope({"emailAddress": GMAIL_ADDRESSES.get(mode, "bench@gmail.test"),
+                          "historyId": first_history_id + n})
                 for n in range(total)]),
             "graph": (graph_send, lambda mode: [json.dumps({"value": [{
                 "subscriptionId": graph_id, "changeType": "created", "clientState": CLIENT_STATE,
@@ -172,23 +187,32 @@ def test_webhook_throughput(record_benchmark, settings, test_ca, monkeypatch):
 
     # All providers' modes in one rotation, so load from elsewhere hits every provider alike and the
     # ratios between providers (the goal compares Gmail with Stripe and Graph) are of one moment.
-    modes, bodies = {"db": db_round_trip, "cache": cache_round_trip}, {"db": [None] * total, "cache": [None] * total}
-    for name, (send, make_bodies) in inputs().items():
-        for mode, sender in (("baseline", baseline_send(f"/webhooks/baseline/{name}")), ("verified", send("")),
-                             ("verified_unbatched", unbatched(send(""))),
-                             ("baseline_full", baseline_send(f"/full-stack/webhooks/baseline/{name}")),
-                             ("verified_full", send("/full-stack"))):
-            modes[f"{name}:{mode}"], bodies[f"{name}:{mode}"] = sender, make_bodies(mode)
-    measured = _rates(modes, bodies)
+    rounds = []  # per round: {mode key: deliveries/s}
+    for number in range(ROUNDS):
+        modes = {"db": db_round_trip, "cache": cache_round_trip}
+        bodies = {"db": [None] * total, "cache": [None] * total}
+        # Every round's pushes carry newer history ids than the last round's: each moves its mailbox's cursor.
+        for name, (send, make_bodies) in inputs(first_history_id=10**6 + number * total).items():
+            for mode, sender in (("baseline", baseline_send(f"/webhooks/baseline/{name}")), ("verified", send("")),
+                                 ("verified_unbatched", unbatched(send(""))),
+                                 ("baseline_full", baseline_send(f"/full-stack/webhooks/baseline/{name}")),
+                                 ("verified_full", send("/full-stack"))):
+                modes[f"{name}:{mode}"], bodies[f"{name}:{mode}"] = sender, make_bodies(mode)
+        rounds.append(_rates(modes, bodies))
+    measured = {key: statistics.median(result[key] for result in rounds) for key in rounds[0]}
     trip_ms = {mode: 1000 / measured.pop(mode) for mode in ("db", "cache")}  # one round trip, in ms
     rates = {}
     for key, rate in measured.items():
         name, mode = key.split(":")
         rates.setdefault(name, {})[mode] = rate
+    by_round = "\n".join(
+        f"| {number} | {result['stripe:verified']:,.0f} | {result['graph:verified']:,.0f} | "
+        f"{result['gmail:verified']:,.0f} | {1000 / result['db']:.2f} | {'met' if _goal_met(result) else 'not met'} |"
+        for number, result in enumerate(rounds, start=1))
     # What one more verified delivery on the lean path waits on: its database statements, counted
     # (autocommit on all three routes: no BEGIN or COMMIT besides these).
     one_more = {"stripe": next(_stripe_bodies(1)),
-                "gmail": envelope({"emailAddress": "bench@gmail.test", "historyId": 10**7}),
+                "gmail": envelope({"emailAddress": "bench@gmail.test", "historyId": 10**8}),
                 "graph": json.dumps({"value": [{"subscriptionId": graph_id, "changeType": "created",
                                                 "clientState": CLIENT_STATE, "resource": "Users/x/Messages/AAMk1",
                                                 "resourceData": {"id": "1"}}]}).encode()}
@@ -200,7 +224,7 @@ def test_webhook_throughput(record_benchmark, settings, test_ca, monkeypatch):
     accepted = WebhookDelivery.objects.unscoped(reason="benchmark").filter(verdict="accepted").count()
     assert handoff.flush()
     # Every verified delivery (both stacks) verified, ledgered and handed off to the broker, once.
-    handed_over = VERIFIED_MODES * 3 * total + len(one_more)
+    handed_over = ROUNDS * VERIFIED_MODES * 3 * total + len(one_more)
     assert accepted == handed_over and sum(ids for _, ids in sent) == handed_over
     messages = len(sent)
     assert google.fetches() == 1  # certificates cached
@@ -215,13 +239,13 @@ def test_webhook_throughput(record_benchmark, settings, test_ca, monkeypatch):
         f"{r['baseline_full']:,.0f} | {r['verified_full']:,.0f} | {r['verified'] / r['verified_full']:.2f}× |"
         for name, label in labels for r in [rates[name]])
     verified = {name: rates[name]["verified"] for name in rates}
-    met = (min(verified["stripe"], verified["graph"]) >= 500
-           and max(verified["stripe"], verified["graph"]) <= 2 * verified["gmail"])
-    verdict = "met in this run" if met else "not met in this run"
+    verdict = "met in this run" if _goal_met({f"{name}:verified": rate for name, rate in verified.items()}) \
+        else "not met in this run"
     record_benchmark("webhooks", f"""
 ## Inbound webhooks: deliveries per second on one web worker
 
-{DELIVERIES} deliveries per provider and mode after {WARM_UP} warm-up, one at a time through Django's
+{DELIVERIES} deliveries per provider and mode after {WARM_UP} warm-up in each of {ROUNDS} rounds (the table gives
+each mode's median over the rounds), one at a time through Django's
 handler in one process (a gunicorn sync worker's view of it, driven in-process: no HTTP parsing and no
 load generator on the shared cores), each verified with the provider's real mechanism, inserted into
 the ledger (the replay check) and committed, and its hand-off published to the (Redis) broker by the
@@ -241,9 +265,16 @@ message per delivery (how every delivery ran before the relay).
 {rows}
 
 Goal: ≥ 500/s for Stripe and Graph, Gmail within 2× of them with certificates cached:
-**{verdict}** (Gmail / Stripe: {verified['stripe'] / verified['gmail']:.2f}× slower; Gmail / Graph:
+**{verdict}** on the medians (Gmail / Stripe: {verified['stripe'] / verified['gmail']:.2f}× slower; Gmail / Graph:
 {verified['graph'] / verified['gmail']:.2f}× slower). Certificates were fetched once for all
-{VERIFIED_MODES * total + 1} verified Gmail deliveries.
+{ROUNDS * VERIFIED_MODES * total + 1} verified Gmail deliveries.
+
+Each round on its own (verified, lean path; `SELECT 1` interleaved with that round's deliveries shows
+how fast the shared machine was at the time):
+
+| round | Stripe /s | Graph /s | Gmail /s | `SELECT 1` ms | goal |
+|---|---|---|---|---|---|
+{by_round}
 
 Per delivery on the lean path, the request waits on (statements counted on one more delivery each,
 all in autocommit): Stripe {round_trips['stripe']} (the ledger INSERT … ON CONFLICT), Graph {round_trips['graph']}
@@ -255,7 +286,7 @@ broker is published by the process's relay thread in batches (aiemaily/webhooks/
 AIEMAILY_WEBHOOK_HANDOFF_MS = {settings.AIEMAILY_WEBHOOK_HANDOFF_MS}): {messages:,} messages carried the
 {handed_over:,} hand-offs of this run (the relay's CPU is in the rates above: it shares the worker).
 Interleaved with the deliveries, one database round trip (`SELECT 1`) took {trip_ms['db']:.2f} ms and one
-cache read {trip_ms['cache']:.2f} ms on average. Load
+cache read {trip_ms['cache']:.2f} ms on average (medians of the rounds). Load
 average during the run: {load} (two cores, shared by this worker, PostgreSQL, Redis and the machine's
 other work; compare the ratios).
 """)
