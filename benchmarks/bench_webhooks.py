@@ -289,5 +289,7 @@ Interleaved with the deliveries, one database round trip (`SELECT 1`) took {trip
 cache read {trip_ms['cache']:.2f} ms on average (medians of the rounds). Load
 average during the run: {load} (two cores, shared by this worker, PostgreSQL, Redis and the machine's
 other work; compare the ratios).
+
+Reproduce: `make bench BENCH_ARGS="-k webhook_throughput"` (BENCH_WEBHOOK_ROUNDS sets the number of rounds).
 """)
     print({name: {mode: round(rate) for mode, rate in r.items()} for name, r in rates.items()}, trip_ms, round_trips)
