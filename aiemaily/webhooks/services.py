@@ -90,6 +90,12 @@ def _insert_unless_duplicate(row: WebhookDelivery) -> bool:
 _CURRENT_FIELDS = ("id", "account_id", "connection_id", "secret_hash", "expires_at")
 _current_statements: dict[tuple[str, bool], str] = {}
 
+# On PostgreSQL the same INSERT … WHERE EXISTS runs inside a PL/pgSQL function (migration 0002), so
+# the server plans it once per connection instead of on every delivery (PgBouncer rules out prepared
+# statements). The casts make the call resolve to the one function whatever the client sent.
+_ACCEPT_IF_CURRENT_CALL = ("SELECT webhooks_accept_if_current(%s::uuid, %s::text, %s::text, %s::text, %s::text, "
+                           "%s::timestamptz, %s::uuid, %s::uuid, %s::uuid, %s::text, %s::timestamptz)")
+
 
 def delivery_accept_if_current(*, provider: str, channel: WebhookSubscription, delivery_id: str,
                                kind: str = "") -> Recorded | None:
@@ -107,6 +113,13 @@ def delivery_accept_if_current(*, provider: str, channel: WebhookSubscription, d
     """
     connection = connections[WebhookDelivery.objects.db]
     row = _accepted_row(provider=provider, delivery_id=delivery_id, kind=kind, account_id=channel.account_id)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_ACCEPT_IF_CURRENT_CALL, [
+                row.pk, str(row.provider), row.delivery_id, row.kind, str(row.verdict), row.received_at, row.account_id,
+                channel.pk, channel.connection_id, channel.secret_hash, channel.expires_at])
+            inserted = cursor.fetchone()[0]
+        return _recorded(row, inserted=True) if inserted else None
     fields = WebhookDelivery._meta.concrete_fields
     current = [WebhookSubscription._meta.get_field(name) for name in _CURRENT_FIELDS]
     no_expiry = channel.expires_at is None
@@ -181,9 +194,10 @@ def push_record(*, provider: str, external_id: str, delivery_id: str, kind: str,
     settled at once (`processed_at` set): a sync from a cursor at or past it is queued already.
 
     The three writes commit together or not at all. On PostgreSQL they are one statement in
-    autocommit (see `_PUSH_SQL`): one round trip where the lookup, BEGIN, insert, UPDATE and
-    COMMIT were five, most of a push's cost on the web worker (benchmarks/bench_webhooks.py).
-    Elsewhere (the embedded SQLite default) the same steps run one by one in a transaction.
+    autocommit (the function `webhooks_push_record`, see below): one round trip where the lookup,
+    BEGIN, insert, UPDATE and COMMIT were five, most of a push's cost on the web worker
+    (benchmarks/bench_webhooks.py). Elsewhere (the embedded SQLite default) the same steps run one
+    by one in a transaction.
     """
     now = now or timezone.now()
     connection = connections[WebhookDelivery.objects.db]
@@ -205,9 +219,11 @@ def _push_record_in_steps(connection, *, provider, external_id, delivery_id, kin
         return PushRecorded(channel, recorded, advanced=advanced)
 
 
-_push_statements: dict[str, str] = {}
-
-# One statement, so one snapshot and one commit. How each rule survives:
+# One statement, so one snapshot and one commit: a data-modifying CTE, which runs inside the PL/pgSQL
+# function `webhooks_push_record` (aiemaily/webhooks/migrations/0002_statement_functions.py) so that
+# PostgreSQL plans it once per server connection rather than on every push (sent as text, parsing and
+# planning it was half its cost; PgBouncer's transaction pooling rules out prepared statements).
+# How each rule survives:
 # - the replay check is still the ledger's unique insert (ON CONFLICT DO NOTHING on the partial index);
 #   two copies racing both run the statement, one inserts, the other inserts nothing and moves nothing;
 # - the channel is read in the statement (`sub`): no row, nothing inserted; expired, nothing inserted;
@@ -219,45 +235,20 @@ _push_statements: dict[str, str] = {}
 #   that looked newer but lost the race to a concurrent push inserts open and moves nothing: the
 #   caller settles it (`delivery_claim`), so every accepted push is queued or settled, never both.
 # The tables are the system ledger and registry, not owned tables under row-level security (see
-# models.py): no owner is bound for them on any path, so this statement needs no binding either.
-_PUSH_SQL = """
-WITH sub AS (
-    SELECT "id", "account_id", "connection_id", "expires_at", "cursor" FROM {subscriptions}
-    WHERE "provider" = %(provider)s AND "external_id" = %(external_id)s
-), ins AS (
-    INSERT INTO {ledger} ("id", "provider", "delivery_id", "kind", "verdict", "received_at", "processed_at",
-                          "account_id")
-    SELECT %(id)s, %(provider)s, %(delivery_id)s, %(kind)s, %(verdict)s, %(now)s,
-           CASE WHEN sub."cursor" >= %(position)s THEN %(now)s::timestamptz END, sub."account_id"
-    FROM sub WHERE sub."expires_at" IS NULL OR sub."expires_at" >= %(now)s
-    ON CONFLICT DO NOTHING
-    RETURNING "processed_at"
-), upd AS (
-    UPDATE {subscriptions} SET "cursor" = %(position)s
-    WHERE "provider" = %(provider)s AND "external_id" = %(external_id)s
-      AND ("cursor" IS NULL OR "cursor" < %(position)s)
-      AND EXISTS (SELECT 1 FROM ins WHERE "processed_at" IS NULL)
-    RETURNING 1
-)
-SELECT sub."id", sub."account_id", sub."connection_id", sub."expires_at",
-       EXISTS (SELECT 1 FROM ins), EXISTS (SELECT 1 FROM ins WHERE "processed_at" IS NOT NULL),
-       EXISTS (SELECT 1 FROM upd)
-FROM sub
-"""
+# models.py): no owner is bound for them on any path, so this statement needs no binding either, and
+# the function is SECURITY INVOKER: it runs with the caller's privileges and nothing more.
+_PUSH_RECORD_CALL = ("SELECT * FROM webhooks_push_record(%(provider)s::text, %(external_id)s::text, %(id)s::uuid, "
+                     "%(delivery_id)s::text, %(kind)s::text, %(verdict)s::text, %(now)s::timestamptz, "
+                     "%(position)s::bigint)")
 
 
 def _push_record_in_one_statement(connection, *, provider, external_id, delivery_id, kind, position,
                                   now) -> PushRecorded:
-    statement = _push_statements.get(connection.alias)
-    if statement is None:
-        quote = connection.ops.quote_name
-        statement = _push_statements[connection.alias] = _PUSH_SQL.format(
-            subscriptions=quote(WebhookSubscription._meta.db_table), ledger=quote(WebhookDelivery._meta.db_table))
     row = _accepted_row(provider=provider, delivery_id=delivery_id, kind=kind, account_id=None, received_at=now)
     with connection.cursor() as cursor:
-        cursor.execute(statement, {"provider": str(provider), "external_id": external_id, "id": row.pk,
-                                   "delivery_id": row.delivery_id, "kind": row.kind, "verdict": str(row.verdict),
-                                   "now": now, "position": position})
+        cursor.execute(_PUSH_RECORD_CALL, {"provider": str(provider), "external_id": external_id, "id": row.pk,
+                                           "delivery_id": row.delivery_id, "kind": row.kind,
+                                           "verdict": str(row.verdict), "now": now, "position": position})
         found = cursor.fetchone()
     if found is None:
         return PushRecorded(None, None, advanced=False)
