@@ -86,13 +86,15 @@ def _insert_unless_duplicate(row: WebhookDelivery) -> bool:
 
 
 # The registry columns a route decides on, each compared with what the route read, in
-# `delivery_accept_if_current`: `expires_at` last, as `IS NULL` or `= %s` (two statements).
+# `delivery_accept_if_current` on SQLite: `expires_at` last, as `IS NULL` or `= %s` (two statements,
+# built here from the models' metadata).
 _CURRENT_FIELDS = ("id", "account_id", "connection_id", "secret_hash", "expires_at")
 _current_statements: dict[tuple[str, bool], str] = {}
 
-# On PostgreSQL the same INSERT … WHERE EXISTS runs inside a PL/pgSQL function (migration 0002), so
-# the server plans it once per connection instead of on every delivery (PgBouncer rules out prepared
-# statements). The casts make the call resolve to the one function whatever the client sent.
+# On PostgreSQL the same INSERT … WHERE EXISTS runs inside a PL/pgSQL function (migration 0002, where
+# the expiry is compared with IS NOT DISTINCT FROM), so the server plans it once per connection
+# instead of on every delivery (PgBouncer rules out prepared statements). The casts make the call
+# resolve to the one function whatever types the client sent.
 _ACCEPT_IF_CURRENT_CALL = ("SELECT webhooks_accept_if_current(%s::uuid, %s::text, %s::text, %s::text, %s::text, "
                            "%s::timestamptz, %s::uuid, %s::uuid, %s::uuid, %s::text, %s::timestamptz)")
 
