@@ -282,7 +282,7 @@ all in autocommit): Stripe {round_trips['stripe']} (the ledger INSERT … ON CON
 the first item for a subscription reads it first), Gmail {round_trips['gmail']} (the registry lookup, the ledger
 insert and the cursor update in one statement, aiemaily/webhooks/services.py `push_record`).
 On PostgreSQL, Graph's and Gmail's statements run inside PL/pgSQL functions (migration
-webhooks/0002), which the server plans once per connection: sent as text, they were parsed and planned
+webhooks/0002), which the server prepares once per connection: sent as text, they were parsed and planned
 on every delivery, and PgBouncer's transaction pooling rules out prepared statements.
 The failure budget is only counted for deliveries that fail (none here), and the hand-off to the
 broker is published by the process's relay thread in batches (aiemaily/webhooks/handoff.py,

@@ -43,8 +43,7 @@ def ensure_roles(cursor, *, owner_role: str, app_role: str, maintenance_role: st
 
 
 def grant_table_privileges(sender=None, using="default", **kwargs):
-    """After migrate: make sure the app and maintenance roles can use every table, sequence and function
-    (idempotent)."""
+    """After migrate: make sure the app and maintenance roles can use every table (idempotent)."""
     connection = connections[using]
     if connection.vendor != "postgresql":
         return
@@ -65,10 +64,4 @@ def grant_table_privileges(sender=None, using="default", **kwargs):
                 sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(
                     sql.Identifier(role)
                 )
-            )
-            # The migrations' functions (webhooks/0002), all SECURITY INVOKER: EXECUTE lets a role run
-            # the statements inside with its own rights. PUBLIC has it by default; a server whose
-            # default privileges revoke it from PUBLIC must still let the app run them.
-            cursor.execute(
-                sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {}").format(sql.Identifier(role))
             )

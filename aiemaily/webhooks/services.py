@@ -92,7 +92,7 @@ _CURRENT_FIELDS = ("id", "account_id", "connection_id", "secret_hash", "expires_
 _current_statements: dict[tuple[str, bool], str] = {}
 
 # On PostgreSQL the same INSERT … WHERE EXISTS runs inside a PL/pgSQL function (migration 0002, where
-# the expiry is compared with IS NOT DISTINCT FROM), so the server plans it once per connection
+# the expiry is compared with IS NOT DISTINCT FROM), so the server prepares it once per connection
 # instead of on every delivery (PgBouncer rules out prepared statements). The casts make the call
 # resolve to the one function whatever types the client sent.
 _ACCEPT_IF_CURRENT_CALL = ("SELECT webhooks_accept_if_current(%s::uuid, %s::text, %s::text, %s::text, %s::text, "
@@ -223,7 +223,7 @@ def _push_record_in_steps(connection, *, provider, external_id, delivery_id, kin
 
 # One statement, so one snapshot and one commit: a data-modifying CTE, which runs inside the PL/pgSQL
 # function `webhooks_push_record` (aiemaily/webhooks/migrations/0002_statement_functions.py) so that
-# PostgreSQL plans it once per server connection rather than on every push (sent as text, parsing and
+# PostgreSQL prepares it once per server connection rather than on every push (sent as text, parsing and
 # planning it was half its cost; PgBouncer's transaction pooling rules out prepared statements).
 # How each rule survives:
 # - the replay check is still the ledger's unique insert (ON CONFLICT DO NOTHING on the partial index);

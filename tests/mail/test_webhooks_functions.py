@@ -5,15 +5,20 @@ reason they are functions, not prepared statements).
 """
 
 import json
+import re
 import subprocess
 import sys
 import uuid
 
+import psycopg
 import pytest
-from django.db import connection
+from django.conf import settings
+from django.db import ProgrammingError, connection
+from psycopg import sql
 
+from aiemaily.webhooks.grants import STATEMENT_FUNCTIONS, grant_execute
 from aiemaily.webhooks.models import WebhookDelivery, WebhookSubscription
-from aiemaily.webhooks.services import address_digest, secret_digest, subscription_store
+from aiemaily.webhooks.services import address_digest, push_record, secret_digest, subscription_store
 from tests.harness.factories import UserFactory
 from tests.harness.pgbouncer_fixtures import bouncer_url, running_pgbouncer
 from tests.harness.processes import ROOT, role_env
@@ -22,6 +27,7 @@ pytestmark = [pytest.mark.skipif("connection.vendor != 'postgresql'"),
               pytest.mark.django_db(transaction=True, databases=["default", "maintenance"])]
 
 FUNCTIONS = ("webhooks_push_record", "webhooks_accept_if_current")
+OWNER_ROLE = "aiemaily_owner"  # the role tests/conftest.py runs the migrations as: it owns the functions
 
 
 def test_the_functions_run_with_the_callers_rights_and_settings_only():
@@ -32,6 +38,49 @@ def test_the_functions_run_with_the_callers_rights_and_settings_only():
     # SECURITY INVOKER (prosecdef false): the app role calling them can do nothing it could not do
     # with the statements themselves; no per-function settings (proconfig) to change what they see.
     assert found == [("webhooks_accept_if_current", False, None), ("webhooks_push_record", False, None)]
+
+
+def test_the_functions_write_every_ledger_column():
+    """The INSERT column lists are written out in the migration: a column added to the ledger model
+    later must be added to them too (by a new migration), or PostgreSQL rows would miss it."""
+    expected = sorted(field.column for field in WebhookDelivery._meta.concrete_fields)
+    with connection.cursor() as cursor:
+        for signature in STATEMENT_FUNCTIONS:
+            cursor.execute("SELECT pg_get_functiondef(%s::regprocedure)", [signature])
+            body = cursor.fetchone()[0]
+            found = re.search(r'INSERT INTO "webhooks_webhookdelivery"(?: AS d)?\s*\(([^)]*)\)', body)
+            assert found, signature
+            assert sorted(column.strip().strip('"') for column in found.group(1).split(",")) == expected
+
+
+def _as_owner():
+    target = connection.settings_dict
+    return psycopg.connect(host=target["HOST"], port=target["PORT"], dbname=target["NAME"], user=OWNER_ROLE,
+                           password=target["PASSWORD"] or None, autocommit=True)
+
+
+def test_the_app_role_may_run_them_on_a_server_where_public_may_not():
+    user = UserFactory()
+    address = f"{uuid.uuid4().hex[:8]}@gmail.test"
+    subscription_store(provider="gmail", external_id=address_digest(address), account_id=user.pk,
+                       connection_id=uuid.uuid4())
+    push = {"provider": "gmail", "external_id": address_digest(address), "kind": "push", "position": 7}
+    app_role = sql.Identifier(settings.AIEMAILY_DB_APP_ROLE)
+    with _as_owner() as owner:
+        try:
+            for signature in STATEMENT_FUNCTIONS:  # a hardened server: nobody but the owner may run them
+                owner.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC, {}").format(sql.SQL(signature),
+                                                                                             app_role))
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                push_record(delivery_id="p-denied", **push)
+            with owner.cursor() as cursor:  # what post_migrate runs, as the role that migrated
+                assert grant_execute(cursor, settings.AIEMAILY_DB_APP_ROLE) == list(STATEMENT_FUNCTIONS)
+            assert push_record(delivery_id="p-granted", **push).advanced
+        finally:
+            for signature in STATEMENT_FUNCTIONS:
+                owner.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO PUBLIC").format(sql.SQL(signature)))
+    assert list(WebhookDelivery.objects.unscoped(reason="test").values_list("delivery_id", flat=True)) == [
+        "p-granted"]
 
 
 RECORDER = """

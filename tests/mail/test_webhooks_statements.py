@@ -256,3 +256,30 @@ def test_the_ledger_insert_goes_in_only_for_the_registry_row_as_read(user):
                                           fresh=True)
     assert delivery_accept_if_current(provider="graph", channel=no_expiry, delivery_id="g_3", kind="created").accepted
     assert sorted(_rows().values_list("delivery_id", flat=True)) == ["g_1", "g_2", "g_3"]
+
+
+# Every column the held row is compared on, changed under a channel this process holds: the insert
+# must not go in (on PostgreSQL inside webhooks_accept_if_current, elsewhere the statement built here).
+# The expiry both ways, since NULL is compared differently from a value.
+_LATER = timedelta(days=1)
+
+
+@pytest.mark.sqlite_smoke
+@pytest.mark.parametrize(("read_expiry", "changes"), [
+    pytest.param(True, lambda: {"expires_at": None}, id="expiry-to-none"),
+    pytest.param(False, lambda: {"expires_at": timezone.now() + _LATER}, id="none-to-expiry"),
+    pytest.param(True, lambda: {"expires_at": timezone.now() + 2 * _LATER}, id="expiry-moved"),
+    pytest.param(False, lambda: {"account_id": UserFactory().pk}, id="owner"),
+    pytest.param(False, lambda: {"connection_id": uuid.uuid4()}, id="mailbox"),
+    pytest.param(False, lambda: {"secret_hash": secret_digest("state-other")}, id="secret"),
+])
+def test_a_held_channel_whose_registry_row_changed_records_nothing(user, read_expiry, changes):
+    subscription_id = _graph_subscription(user, "state-" + "f" * 40,
+                                          expires_at=timezone.now() + _LATER if read_expiry else None)
+    held = subscription_route_cached(provider="graph", external_id=subscription_id, fresh=True)
+    WebhookSubscription.objects.unscoped(reason="test").filter(pk=held.pk).update(**changes())
+    assert delivery_accept_if_current(provider="graph", channel=held, delivery_id="g_changed", kind="created") is None
+    assert not _rows().exists()
+    # Read again, the same item goes in: only the out-of-date copy was refused.
+    again = subscription_route_cached(provider="graph", external_id=subscription_id, fresh=True)
+    assert delivery_accept_if_current(provider="graph", channel=again, delivery_id="g_changed", kind="created")
