@@ -74,6 +74,19 @@ class Queued:
             self.then(*args)
 
 
+def _first_part_task_after_the_plan(monkeypatch, owner, connection) -> tuple:
+    """Run a sync that stops as soon as its plan is written and its part tasks are queued (kept,
+    not published): the arguments of the first part task."""
+    queued = Queued(monkeypatch)
+
+    def stop_after_plan(*args, **kwargs):
+        raise SystemExit("stopped once the plan was written")
+    monkeypatch.setattr(sync_imap, "sync_parts_while_any", stop_after_plan)
+    with pytest.raises(SystemExit):
+        _sync(owner, connection)
+    return queued.calls[0]
+
+
 def _cursor_at_every_beat(monkeypatch, owner) -> list[int]:
     """The folder's cursor ("every UID up to this one is stored") as it was at every beat of every part."""
     beat, cursors = parts.part_beat, []
@@ -203,15 +216,8 @@ def test_an_interrupted_sync_in_parts_resumes_without_refetching_what_is_stored(
 def test_a_part_task_for_another_owner_or_an_old_plan_does_nothing(part_settings, mail_settings, dovecot,
                                                                    smtp_server, objects_dir, monkeypatch, stranger):
     owner, connection = _mailbox(dovecot, smtp_server)
-    queued = Queued(monkeypatch)
-    folder_id = None
-
-    def stop_after_plan(*args, **kwargs):
-        raise SystemExit("stopped once the plan was written")
-    monkeypatch.setattr(sync_imap, "sync_parts_while_any", stop_after_plan)
-    with pytest.raises(SystemExit):
-        _sync(owner, connection)
-    leases, owner_id, connection_id, folder_id, plan_id, index = queued.calls[0]
+    leases, owner_id, connection_id, folder_id, plan_id, index = _first_part_task_after_the_plan(
+        monkeypatch, owner, connection)
     # Another owner's id with this mailbox and folder: nothing is found under that owner.
     assert connection_sync_part(leases, str(stranger.pk), connection_id, folder_id, plan_id, index)["status"] == "gone"
     # A plan since replaced.
@@ -277,14 +283,8 @@ def test_two_worker_processes_share_a_large_sync(tmp_path, test_ca, mail_setting
 def test_a_part_task_finding_the_folder_renumbered_gives_its_part_back(part_settings, mail_settings, dovecot,
                                                                         smtp_server, objects_dir, monkeypatch):
     owner, connection = _mailbox(dovecot, smtp_server)
-    queued = Queued(monkeypatch)
-
-    def stop_after_plan(*args, **kwargs):
-        raise SystemExit("stopped once the plan was written")
-    monkeypatch.setattr(sync_imap, "sync_parts_while_any", stop_after_plan)
-    with pytest.raises(SystemExit):
-        _sync(owner, connection)
-    leases, owner_id, connection_id, folder_id, plan_id, index = queued.calls[0]
+    leases, owner_id, connection_id, folder_id, plan_id, index = _first_part_task_after_the_plan(
+        monkeypatch, owner, connection)
     # The plan was made under another UIDVALIDITY than the server's now (the folder was renumbered).
     folder = _folder(owner)
     renumbered = {**folder.parts, "uidvalidity": folder.parts["uidvalidity"] + 1}
